@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <curl/curl.h>
+
+#include "dtrotated-config.h"
+#include "macro.h"
+
+/* The Dynatrace Tokens API, v1 (/api/v1/tokens) and v2 (/api/v2/apiTokens).
+ *
+ * A request is built as a libcurl easy handle (api_request_new), run by whoever owns
+ * the loop (a curl multi handle driven by sd-event, or api_request_perform() for
+ * tools and tests), and turned into a plain C result (api_request_finish). */
+
+typedef enum ApiOp {
+        API_LOOKUP,   /* secret -> TokenInfo        v1: POST /api/v1/tokens/lookup */
+        API_GET,      /* id -> TokenInfo            v1: GET /api/v1/tokens/{id} */
+        API_CREATE,   /* name, scopes, expiry -> secret (+ id on v2) */
+        API_REVOKE,   /* id                         v1: PUT {"revoked":true}; v2: PUT {"enabled":false} */
+        API_DELETE,   /* id                         DELETE; 404 counts as done */
+        API_LIST,     /* -> id + name of every token (v2: follows nextPageKey) */
+        _API_OP_MAX,
+} ApiOp;
+
+const char *api_op_to_string(ApiOp op);   /* "lookup", "get", "create", ... */
+
+typedef enum ApiClass {
+        API_OK,
+        API_TRANSIENT,   /* network errors, timeouts, 5xx, 429, malformed answers */
+        API_PERMANENT,   /* 400, 401, 403, 404 (but DELETE 404 is API_OK) ... */
+} ApiClass;
+
+typedef struct ApiEndpoint {
+        const char *env;          /* environment name, for messages */
+        const char *url;          /* base URL without trailing '/' */
+        ApiVersion version;
+        const char *ca_file;      /* NULL: system store */
+        usec_t timeout;           /* whole-request timeout */
+        const char *auth_token;   /* secret: "Authorization: Api-Token <auth_token>" */
+} ApiEndpoint;
+
+typedef struct ApiArgs {
+        const char *token;        /* LOOKUP: the secret to look up */
+        const char *id;           /* GET, REVOKE, DELETE */
+        const char *name;         /* CREATE */
+        char * const *scopes;     /* CREATE, NULL-terminated */
+        usec_t expires_in;        /* CREATE: USEC_INFINITY = never expires */
+} ApiArgs;
+
+typedef struct TokenInfo {
+        char *id;
+        char *name;
+        char *owner;              /* v1 userId, v2 owner; may be NULL */
+        bool revoked;             /* v1 revoked; v2 !enabled */
+        usec_t created;           /* 0 = unknown */
+        usec_t expires;           /* USEC_INFINITY = never / not given */
+        usec_t last_use;          /* 0 = never / unknown */
+        char **scopes;            /* NULL-terminated, may be empty, never NULL after a lookup */
+} TokenInfo;
+
+void token_info_done(TokenInfo *t);
+
+typedef struct ApiResult {
+        ApiOp op;
+        ApiClass class;
+        long status;              /* HTTP status, 0 when none arrived */
+        usec_t retry_at;          /* CLOCK_REALTIME µs: earliest retry (Retry-After,
+                                   * X-RateLimit-Reset); 0 = none given */
+        bool maybe_done;          /* a mutating request whose answer did not arrive
+                                   * intact: it may have taken effect */
+        char *error;              /* for logs, e.g. "create: HTTP 403: Token is missing
+                                   * required scope"; NULL on success */
+        char *token;              /* CREATE: the new secret (erase_and_free) */
+        TokenInfo info;           /* LOOKUP, GET; CREATE fills id/expires where the API says */
+        TokenInfo *list;          /* LIST: id and name of each token */
+        size_t n_list;
+} ApiResult;
+
+void api_result_done(ApiResult *r);
+
+typedef struct ApiRequest ApiRequest;
+
+/* Builds the request; copies what it needs from ep and args. -EINVAL for bad args, -ENOMEM. */
+int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiRequest **ret);
+ApiRequest *api_request_free(ApiRequest *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ApiRequest *, api_request_free);
+
+CURL *api_request_get_easy(ApiRequest *r);
+ApiOp api_request_get_op(ApiRequest *r);
+/* v2 LIST pages: after finish(), a request that needs another page returns true here and
+ * has re-armed its easy handle; run it again (results accumulate). */
+bool api_request_wants_more(ApiRequest *r);
+
+/* Turn the finished transfer (CURLcode from the multi or easy interface) into *ret.
+ * Always fills *ret (class, error) unless -ENOMEM. */
+int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret);
+
+/* Blocking convenience: perform (with pages) and finish. */
+int api_request_perform(ApiRequest *r, ApiResult *ret);
+
+/* Answers larger than this are refused (transient error, "answer too large"). */
+#define API_MAX_BODY (16U * 1024U * 1024U)

@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+#include <sys/types.h>
+
+#include "macro.h"
+
+#define DEFAULT_CONFIG_FILE "/etc/dtrotated/dtrotated.conf"
+#define DEFAULT_STATE_DIRECTORY "/var/lib/dtrotated"
+
+typedef enum ApiVersion {
+        API_V1,
+        API_V2,
+} ApiVersion;
+
+typedef struct EnvConfig {
+        char *name;
+        char *url;                    /* base URL, trailing '/' removed */
+        ApiVersion api;               /* default API_V1 */
+        char *management_token_file;  /* path; NULL when the credential is used */
+        char *management_token_credential; /* name in $CREDENTIALS_DIRECTORY, or NULL */
+        char *ca_file;                /* NULL: system CA store */
+        usec_t request_timeout;       /* default 30s */
+        unsigned max_parallel;        /* default 4, 1..64 */
+        int line;                     /* where it is defined, for messages */
+} EnvConfig;
+
+typedef struct JobConfig {
+        char *name;                   /* [A-Za-z0-9._@:-]{1,64} */
+        char *environment;            /* name as written */
+        EnvConfig *env;               /* resolved, points into Config.envs */
+        char *file;                   /* absolute path */
+        usec_t rotate_every;          /* required, > 0 */
+        usec_t grace_period;          /* default 7d, <= 1 year */
+        usec_t revoke_delay;          /* default 0s, <= 1 year */
+        usec_t renew_before;          /* default 7d */
+        usec_t expires_in;            /* default (filled in by the loader) 2 x rotate_every;
+                                       * USEC_INFINITY = "never" */
+        char **scopes;                /* NULL: the old token's scopes */
+        char *token_name;             /* NULL: the old token's name */
+        mode_t mode;                  /* default 0600 */
+        uid_t uid;                    /* (uid_t) -1: the daemon's */
+        gid_t gid;                    /* (gid_t) -1: the daemon's */
+        char *on_rotate;              /* absolute path of a program, or NULL */
+        int line;
+} JobConfig;
+
+typedef struct Config {
+        char *path;
+        char *state_directory;        /* default $STATE_DIRECTORY, else /var/lib/dtrotated */
+        usec_t retry_max_delay;       /* default 1h */
+        EnvConfig *envs;
+        size_t n_envs;
+        JobConfig *jobs;
+        size_t n_jobs;
+} Config;
+
+/* Reports a problem: prio is LOG_ERR or LOG_WARNING, msg is "FILE:LINE: what is wrong"
+ * (or "FILE: ..." where no line applies). */
+typedef void (*config_report_t)(int prio, const char *msg, void *userdata);
+
+/* Parse and validate completely; every problem is reported (not just the first).
+ * Returns 0 and *ret on success (warnings may have been reported), -EINVAL when any
+ * error was reported, -ENOMEM, or -errno when the file cannot be read (reported too). */
+int config_load(const char *path, Config **ret, config_report_t report, void *userdata);
+Config *config_free(Config *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+const EnvConfig *config_find_env(const Config *c, const char *name);
+const JobConfig *config_find_job(const Config *c, const char *name);
+
+/* True when the two jobs would do exactly the same thing (reload keeps their state). */
+bool job_config_equal(const JobConfig *a, const JobConfig *b);
+bool env_config_equal(const EnvConfig *a, const EnvConfig *b);
