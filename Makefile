@@ -29,7 +29,7 @@ LDHARDEN  := -pie -Wl,-z,relro,-z,now
 PKG_CFLAGS = $(shell $(PKG_CONFIG) --cflags $(PKGS))
 PKG_LIBS   = $(shell $(PKG_CONFIG) --libs $(PKGS))
 
-ALL_CFLAGS  = -std=gnu11 $(WARNINGS) $(HARDEN) -DVERSION='"$(VERSION)"' -Isrc \
+ALL_CFLAGS  = -std=gnu11 -D_GNU_SOURCE $(WARNINGS) $(HARDEN) -DVERSION='"$(VERSION)"' -Isrc \
               $(PKG_CFLAGS) $(CFLAGS) $(CPPFLAGS)
 ALL_LDFLAGS = $(LDHARDEN) $(LDFLAGS)
 
