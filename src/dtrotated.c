@@ -1,0 +1,143 @@
+/* SPDX-License-Identifier: MIT */
+/* dtrotated: rotates Dynatrace API tokens unattended. */
+#include <getopt.h>
+#include <syslog.h>
+
+#include "dtrotated-config.h"
+#include "dtrotated-log.h"
+#include "dtrotated-manager.h"
+
+typedef struct Args {
+        const char *config;
+        bool check_config;
+        bool once;
+        bool to_stderr;
+        bool debug;
+} Args;
+
+static void usage(FILE *f) {
+        fprintf(f,
+                "Usage: dtrotated [-c FILE] [--check-config] [--once] [--stderr] [--debug]\n"
+                "       dtrotated --version | --help\n"
+                "\n"
+                "Rotates Dynatrace API tokens: creates a new token, writes it to its file,\n"
+                "revokes the old one and deletes it after a grace period.\n"
+                "\n"
+                "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG_FILE ")\n"
+                "  -n, --check-config check the configuration, print every problem, exit\n"
+                "  -1, --once         do what is due now, then exit (for cron/timers)\n"
+                "  -s, --stderr       also log to standard error\n"
+                "  -d, --debug        log debug messages too\n"
+                "  -V, --version      print the version\n"
+                "  -h, --help         print this help\n"
+                "\n"
+                "Exit status: 0 ok, 1 runtime failure, 64 usage error, 78 configuration error.\n"
+                "See dtrotated(8) and dtrotated.conf(5).\n");
+}
+
+static int parse_args(int argc, char **argv, Args *a) {
+        static const struct option options[] = {
+                { "config", required_argument, NULL, 'c' },
+                { "check-config", no_argument, NULL, 'n' },
+                { "once", no_argument, NULL, '1' },
+                { "stderr", no_argument, NULL, 's' },
+                { "debug", no_argument, NULL, 'd' },
+                { "version", no_argument, NULL, 'V' },
+                { "help", no_argument, NULL, 'h' },
+                {},
+        };
+        int c;
+
+        *a = (Args) { .config = DEFAULT_CONFIG_FILE };
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, ":c:n1sdVh", options, NULL)) >= 0)
+                switch (c) {
+                case 'c':
+                        a->config = optarg;
+                        break;
+                case 'n':
+                        a->check_config = true;
+                        break;
+                case '1':
+                        a->once = true;
+                        break;
+                case 's':
+                        a->to_stderr = true;
+                        break;
+                case 'd':
+                        a->debug = true;
+                        break;
+                case 'V':
+                        printf("dtrotated " VERSION "\n");
+                        return 0;
+                case 'h':
+                        usage(stdout);
+                        return 0;
+                case ':':
+                        fprintf(stderr, "dtrotated: option %s needs an argument\n", argv[optind - 1]);
+                        usage(stderr);
+                        return -1;
+                default:
+                        fprintf(stderr, "dtrotated: unknown option %s\n", argv[optind - 1]);
+                        usage(stderr);
+                        return -1;
+                }
+        if (optind < argc) {
+                fprintf(stderr, "dtrotated: unexpected argument '%s'\n", argv[optind]);
+                usage(stderr);
+                return -1;
+        }
+        return 1;
+}
+
+static void print_problem(int prio, const char *msg, void *userdata) {
+        fprintf(stderr, "%s%s\n", prio == LOG_WARNING ? "warning: " : "", msg);
+}
+
+static void log_problem(int prio, const char *msg, void *userdata) {
+        log_full(prio, 0, "%s", msg);
+}
+
+static int check_config(const char *path) {
+        _cleanup_(config_freep) Config *c = NULL;
+        int r = config_load(path, &c, print_problem, NULL);
+
+        if (r < 0)
+                return EXIT_CONFIG;
+        printf("%s: OK: %zu token%s in %zu environment%s, state in %s\n", path, c->n_jobs,
+               c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s", c->state_directory);
+        return 0;
+}
+
+int main(int argc, char **argv) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        Config *config = NULL;
+        Args a;
+        int r;
+
+        r = parse_args(argc, argv, &a);
+        if (r <= 0)
+                return r == 0 ? 0 : EXIT_USAGE;
+        if (a.check_config)
+                return check_config(a.config);
+
+        log_setup(a.to_stderr);
+        log_set_max_level(a.debug ? LOG_DEBUG : LOG_INFO);
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+
+        r = config_load(a.config, &config, log_problem, NULL);
+        if (r < 0) {
+                log_error("Configuration %s is not valid; not starting", a.config);
+                return EXIT_CONFIG;
+        }
+        /* manager_new() takes the configuration, also when it fails. */
+        r = manager_new(a.config, config, a.once, &m);
+        if (r < 0) {
+                log_error_errno(r, "Not starting: %m");
+                return EXIT_RUNTIME;
+        }
+        r = manager_run(m);
+        m = manager_free(m);
+        curl_global_cleanup();
+        return r;
+}
