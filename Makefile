@@ -86,11 +86,34 @@ soak: deps
 	$(MAKE) dtrotated
 	tests/integration/crash-test --soak
 
+UNITDIR     ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+SYSUSERSDIR ?= $(shell $(PKG_CONFIG) --variable=sysusersdir systemd 2>/dev/null || echo /usr/lib/sysusers.d)
+TMPFILESDIR ?= $(shell $(PKG_CONFIG) --variable=tmpfilesdir systemd 2>/dev/null || echo /usr/lib/tmpfiles.d)
+
 install: dtrotated
 	install -D -m 0755 dtrotated $(DESTDIR)$(SBINDIR)/dtrotated
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
+	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/dtrotated.service > $(DESTDIR)$(UNITDIR)/dtrotated.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/dtrotated.service
+	install -m 0644 systemd/sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/dtrotated.conf
+	install -m 0644 systemd/tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/dtrotated.conf
+	install -D -m 0644 man/dtrotated.8 $(DESTDIR)$(MANDIR)/man8/dtrotated.8
+	install -D -m 0644 man/dtrotated.conf.5 $(DESTDIR)$(MANDIR)/man5/dtrotated.conf.5
+	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/dtrotated
+	@# Never overwrite an operator's configuration.
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf ]; then \
+		echo "keeping existing $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf"; \
+		install -m 0644 etc/dtrotated.conf $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf.example; \
+	else \
+		install -m 0644 etc/dtrotated.conf $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf; \
+	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/dtrotated
+	rm -f $(DESTDIR)$(SBINDIR)/dtrotated $(DESTDIR)$(UNITDIR)/dtrotated.service \
+	      $(DESTDIR)$(SYSUSERSDIR)/dtrotated.conf $(DESTDIR)$(TMPFILESDIR)/dtrotated.conf \
+	      $(DESTDIR)$(MANDIR)/man8/dtrotated.8 $(DESTDIR)$(MANDIR)/man5/dtrotated.conf.5 \
+	      $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf.example
+	@echo "left $(DESTDIR)$(SYSCONFDIR)/dtrotated/ and /var/lib/dtrotated/ (configuration, journal) in place"
 
 clean:
 	rm -rf $(B) dtrotated

@@ -26,8 +26,12 @@ const char *api_op_to_string(ApiOp op);   /* "lookup", "get", "create", ... */
 
 typedef enum ApiClass {
         API_OK,
-        API_TRANSIENT,   /* network errors, timeouts, 5xx, 429, malformed answers */
-        API_PERMANENT,   /* 400, 401, 403, 404 (but DELETE 404 is API_OK) ... */
+        API_TRANSIENT,   /* network errors, timeouts, 5xx, 408, 429, malformed answers */
+        API_PERMANENT,   /* 400, 401, 403, 404 (but DELETE 404 is API_OK), other 4xx,
+                          * 3xx (redirects are not followed), and TLS certificate
+                          * problems (untrusted or wrong-named certificate, unreadable
+                          * ca_file) or a URL curl refuses (bad syntax, not http(s)):
+                          * they will not fix themselves */
 } ApiClass;
 
 typedef struct ApiEndpoint {
@@ -82,13 +86,17 @@ typedef struct ApiRequest ApiRequest;
 
 /* Builds the request; copies what it needs from ep and args. -EINVAL for bad args, -ENOMEM. */
 int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiRequest **ret);
+/* Remove the easy handle from any multi handle (curl_glue_remove()) before freeing. */
 ApiRequest *api_request_free(ApiRequest *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ApiRequest *, api_request_free);
 
 CURL *api_request_get_easy(ApiRequest *r);
 ApiOp api_request_get_op(ApiRequest *r);
 /* v2 LIST pages: after finish(), a request that needs another page returns true here and
- * has re-armed its easy handle; run it again (results accumulate). */
+ * has re-armed its easy handle; run it again (results accumulate). The *ret of such an
+ * intermediate finish() holds no list and is API_TRANSIENT ("incomplete: more pages
+ * follow"), so a caller that ignores this never mistakes a partial list for the whole:
+ * api_result_done() it and run the request again. At most 1000 pages are followed. */
 bool api_request_wants_more(ApiRequest *r);
 
 /* Turn the finished transfer (CURLcode from the multi or easy interface) into *ret.

@@ -16,7 +16,9 @@ int curl_glue_new(sd_event *event, CurlGlue **ret);
 CurlGlue *curl_glue_free(CurlGlue *g);
 DEFINE_TRIVIAL_CLEANUP_FUNC(CurlGlue *, curl_glue_free);
 
-/* Starts the transfer; cb runs once from the event loop when it ends. */
+/* Starts the transfer; cb runs once from the event loop when it ends, after the easy
+ * handle has left the multi. cb may add transfers (the same easy again too), remove
+ * others and free its easy handle; it must not free the glue. -EBUSY if already added. */
 int curl_glue_add(CurlGlue *g, CURL *easy, curl_glue_done_t cb, void *userdata);
 /* Abandons a transfer (no callback). Safe to call for one not added. */
 void curl_glue_remove(CurlGlue *g, CURL *easy);

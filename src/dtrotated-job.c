@@ -15,6 +15,8 @@
 #include "dtrotated-manager.h"
 #include "dtrotated-util.h"
 
+#define SCAN_SETTLE (2 * USEC_PER_SEC)
+
 static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_INIT] = "init",         [JOB_IDLE] = "idle",
         [JOB_LOOKUP_OLD] = "lookup", [JOB_CREATE] = "create",
@@ -47,8 +49,7 @@ Job *job_new(Manager *m, const char *name) {
 }
 
 static void job_clear_rotation(Job *j) {
-        free(j->token_name);
-        j->token_name = NULL;
+        /* token_name stays: other jobs compare theirs against it. */
         j->scopes = strv_free(j->scopes);
         j->new_secret = erase_and_free(j->new_secret);
         free(j->new_id);
@@ -65,6 +66,7 @@ Job *job_free(Job *j) {
         hook_free(j->hook);
         sd_event_source_disable_unref(j->timer);
         job_clear_rotation(j);
+        free(j->token_name);
         free(j->name);
         free(j->last_error);
         free(j->cur_id);
@@ -179,7 +181,7 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 break;
         case JOURNAL_FORGET:
                 job_unlink_and_free(j);
-                break;
+                return 0;
         default:
                 return replay_inconsistent(r, "unexpected record type");
         }
@@ -414,7 +416,24 @@ static void job_step_lookup_new(Job *j) {
         call_submit(j->call);
 }
 
+/* A create whose fate is unknown may still be carried out by the server for a while
+ * after the client gave up (or died): until its request would have timed out, plus a
+ * margin. Only then can a scan be sure to see it. */
+static void job_defer_scan(Job *j, usec_t from) {
+        usec_t timeout = j->env && j->env->config ? j->env->config->request_timeout : 30 * USEC_PER_SEC;
+        usec_t t = from + timeout + SCAN_SETTLE;
+
+        if (t > j->scan_not_before)
+                j->scan_not_before = t;
+}
+
 static void job_step_scan(Job *j) {
+        if (!j->scan_candidates && now_realtime() < j->scan_not_before) {
+                log_job(LOG_DEBUG, j->name, NULL, NULL, NULL, 0,
+                        "waiting for any late create to settle before looking for leftovers");
+                job_schedule(j, j->scan_not_before, true);
+                return;
+        }
         if (!j->scan_candidates) {
                 j->call = job_call(j, API_LIST, on_list);
         } else if (j->scan_index < strv_length(j->scan_candidates)) {
@@ -518,35 +537,10 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                 return job_step(j);
         }
 
-        if (!streq_ptr(info->id, j->cur_id)) {
-                bool first = !j->cur_id;
-                r = job_record_current(j, info);
-                if (r < 0)
-                        return job_fail_errno(j, r, "journal");
-                log_job(LOG_INFO, j->name, NULL, NULL, info->id, 0, "%s token %s (%s), due %s",
-                        first ? "tracking" : "the file now holds another token, tracking", info->id,
-                        info->name, format_timestamp(ts, sizeof(ts), job_due(j)));
-                if (job_due(j) > now_realtime() || j->rotated_this_run) {
-                        job_succeeded(j);
-                        return job_go_idle(j);
-                }
-        } else if (j->state == JOB_INIT && job_due(j) > now_realtime()) {
-                job_succeeded(j);
-                return job_go_idle(j);
-        }
-
-        if (info->revoked)
-                log_job(LOG_WARNING, j->name, NULL, info->id, NULL, 0,
-                        "token %s in %s is revoked; rotating it now", info->id, j->config->file);
-
         free(j->token_name);
         j->token_name = strdup(j->config->token_name ?: info->name);
-        strv_free(j->scopes);
-        j->scopes = strv_copy(j->config->scopes ?: info->scopes);
-        if (!j->token_name || !j->scopes)
+        if (!j->token_name)
                 return job_fail_errno(j, -ENOMEM, "lookup");
-        if (strv_length(j->scopes) == 0)
-                return job_fail(j, true, "the token has no scopes and none are configured", 0);
         clash = job_name_clash(j, j->token_name);
         if (clash) {
                 char buf[512];
@@ -555,6 +549,34 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                          j->token_name, clash->name, j->env->name);
                 return job_fail(j, true, buf, 0);
         }
+
+        if (!streq_ptr(info->id, j->cur_id)) {
+                bool first = !j->cur_id;
+                r = job_record_current(j, info);
+                if (r < 0)
+                        return job_fail_errno(j, r, "journal");
+                log_job(LOG_INFO, j->name, NULL, NULL, info->id, 0, "%s token %s (%s), due %s",
+                        first ? "tracking" : "the file now holds another token, tracking", info->id,
+                        info->name, format_timestamp(ts, sizeof(ts), job_due(j)));
+                if ((job_due(j) > now_realtime() && !info->revoked) || j->rotated_this_run) {
+                        job_succeeded(j);
+                        return job_go_idle(j);
+                }
+        } else if (j->state == JOB_INIT && job_due(j) > now_realtime() && !info->revoked) {
+                job_succeeded(j);
+                return job_go_idle(j);
+        }
+
+        if (info->revoked)
+                log_job(LOG_WARNING, j->name, NULL, info->id, NULL, 0,
+                        "token %s in %s is revoked; rotating it now", info->id, j->config->file);
+
+        strv_free(j->scopes);
+        j->scopes = strv_copy(j->config->scopes ?: info->scopes);
+        if (!j->scopes)
+                return job_fail_errno(j, -ENOMEM, "lookup");
+        if (strv_length(j->scopes) == 0)
+                return job_fail(j, true, "the token has no scopes and none are configured", 0);
 
         if (j->create_at) {
                 /* An earlier create may or may not have happened and nothing reached the
@@ -593,6 +615,8 @@ static void on_create(ApiResult *res, void *userdata) {
                                 (void) set_str(&j->scan_name, j->token_name);
                         }
                 }
+                if (res->maybe_done)
+                        job_defer_scan(j, now_realtime());
                 return job_fail_result(j, res);
         }
         j->new_secret = TAKE_PTR(res->token);
@@ -869,14 +893,21 @@ static void job_go_idle(Job *j) {
         job_changed(j);
 }
 
+/* A create may have happened: the rotation must be finished with the settings it began with. */
+static bool job_in_rotation(Job *j) {
+        return j->create_at || j->delivered_id || j->new_secret || j->hook;
+}
+
 void job_set_config(Job *j, const JobConfig *c) {
         Manager *m = j->manager;
 
         if (!c) {
                 j->removed = true;
                 j->next_config = NULL;
-                if (j->state == JOB_IDLE && !j->call && !j->hook && !j->create_at)
+                if ((j->state == JOB_IDLE || j->failed) && !job_in_rotation(j)) {
+                        call_cancel(TAKE_PTR(j->call));
                         job_go_idle(j); /* forgets it */
+                }
                 return;
         }
         j->removed = false;
@@ -900,6 +931,16 @@ void job_set_config(Job *j, const JobConfig *c) {
         j->next_config = c;
         if (j->state == JOB_IDLE && !j->call && !j->hook)
                 job_go_idle(j);
+        else if (j->failed && !job_in_rotation(j)) {
+                /* Failing before anything was created (say, a wrong file path): the new
+                 * settings may be the fix, so start over with them now. */
+                call_cancel(TAKE_PTR(j->call));
+                j->config = TAKE_PTR(j->next_config);
+                j->env = manager_get_env(m, c->environment, true);
+                job_succeeded(j);
+                manager_config_released(m);
+                job_start(j);
+        }
 }
 
 void job_start(Job *j) {
@@ -932,6 +973,8 @@ void job_start(Job *j) {
         }
         if (!j->env)
                 j->env = manager_get_env(m, j->config->environment, true);
+        if (j->create_at || j->scan_at)
+                job_defer_scan(j, now_realtime()); /* a dead process's create may be in flight */
 
         if (j->delivered_id) {
                 /* The new token is in the file; the hook may not have run. */

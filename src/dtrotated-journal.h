@@ -13,10 +13,11 @@
 typedef enum JournalType {
         JOURNAL_JOB,        /* job env id created expires: the job's current token (first
                              * lookup, or a token the operator put in the file) */
-        JOURNAL_CREATE,     /* job env old at: intent, a create is about to be sent */
-        JOURNAL_DELIVERED,  /* job env old id: the new token is in the job's file; hook owed */
-        JOURNAL_ROTATED,    /* job env old id created expires: done, id is the job's token */
-        JOURNAL_RETIRE,     /* env id job at grace: revoke id at `at`, delete `grace` after
+        JOURNAL_CREATE,     /* job env [old] at: intent, a create is about to be sent */
+        JOURNAL_DELIVERED,  /* job env [old] id created expires: the new token is in the
+                             * job's file; hook owed */
+        JOURNAL_ROTATED,    /* job env [old] id created expires: done, id is the job's token */
+        JOURNAL_RETIRE,     /* env id [job] at grace: revoke id at `at`, delete `grace` after
                              * the confirmed revoke */
         JOURNAL_REVOKED,    /* env id at: revoke confirmed; delete at `at` */
         JOURNAL_DELETED,    /* env id: gone; the retirement is finished */
@@ -26,6 +27,8 @@ typedef enum JournalType {
         JOURNAL_FORGET,     /* job: removed from the config; drop its schedule */
         _JOURNAL_TYPE_MAX,
 } JournalType;
+/* The string keys listed are required, except those in [] (may be NULL); times are
+ * optional (0 = absent). journal_append() refuses other keys and missing ones (-EINVAL). */
 
 const char *journal_type_to_string(JournalType t);  /* "job", "create", ... */
 
@@ -37,8 +40,8 @@ typedef struct JournalRecord {
         const char *old_id;    /* previous token id */
         const char *name;      /* token name (SCAN) */
         usec_t at;             /* CREATE, RETIRE, REVOKED, SCAN: a CLOCK_REALTIME time */
-        usec_t created;        /* JOB, ROTATED */
-        usec_t expires;        /* JOB, ROTATED; USEC_INFINITY = never */
+        usec_t created;        /* JOB, DELIVERED, ROTATED */
+        usec_t expires;        /* JOB, DELIVERED, ROTATED; USEC_INFINITY = never */
         usec_t grace;          /* RETIRE */
 } JournalRecord;
 

@@ -272,8 +272,10 @@ usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retr
                 delay = cap;
         delay = delay * 3 / 4 + random_u64() % (delay / 2 + 1);
         when = now + delay;
+        /* Honour the server's Retry-After, but not beyond a day: a bogus header must not
+         * stall a token for years. */
         if (retry_at > when)
-                when = retry_at;
+                when = MIN(retry_at, now + USEC_PER_DAY);
         return when;
 }
 
@@ -520,6 +522,7 @@ static void manager_apply_jobs(Manager *m) {
 
         for (size_t i = 0; i < c->n_jobs; i++) {
                 Job *j = manager_find_job(m, c->jobs[i].name);
+                bool fresh = !j;
                 if (!j)
                         j = job_new(m, c->jobs[i].name);
                 if (!j) {
@@ -527,10 +530,14 @@ static void manager_apply_jobs(Manager *m) {
                         continue;
                 }
                 job_set_config(j, &c->jobs[i]);
+                if (fresh && m->running)
+                        job_start(j); /* added by a reload */
         }
-        for (Job *j = m->jobs; j; j = j->next)
+        for (Job *j = m->jobs, *next; j; j = next) {
+                next = j->next; /* an idle removed job is freed right away */
                 if (!config_find_job(c, j->name))
                         job_set_config(j, NULL);
+        }
 }
 
 static void report_config_problem(int prio, const char *msg, void *userdata) {
@@ -702,10 +709,13 @@ int manager_run(Manager *m) {
         /* --once retries transient failures for 10 x retry_max_delay, at most a minute. */
         m->once_deadline = m->once_started + MIN(ONCE_BUDGET_MAX, 10 * m->config->retry_max_delay);
         manager_apply_jobs(m);
+        m->running = true;
         for (Retirement *ret = m->retirements; ret; ret = ret->next)
                 retirement_start(ret);
-        for (Job *j = m->jobs; j; j = j->next)
+        for (Job *j = m->jobs, *next; j; j = next) {
+                next = j->next; /* a removed idle job is forgotten and freed */
                 job_start(j);
+        }
 
         /* Ready: configuration loaded, journal replayed, lock held; nothing sent yet. */
         {

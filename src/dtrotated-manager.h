@@ -94,6 +94,8 @@ struct Job {
         usec_t delivered_created, delivered_expires;
         usec_t scan_at;              /* leftover scan owed for creates after (0: none) */
         char *scan_name;
+        usec_t scan_not_before;      /* runtime: a create that may have been sent can still
+                                      * complete on the server until then */
 
         /* Runtime only, during a rotation */
         char *token_name;            /* effective token name (config or old token's) */
@@ -149,6 +151,7 @@ struct Manager {
         bool once;                   /* --once: do what is due, then exit */
         usec_t once_started;
         usec_t once_deadline;        /* --once: no retries after this */
+        bool running;                /* jobs started: reloads start new ones */
         bool stopping;
         int exit_status;
 

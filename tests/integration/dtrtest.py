@@ -28,7 +28,7 @@ class Fake:
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", FAKE, "--port", "0", "--port-file", self.port_file, "--quiet", *args],
             stdout=subprocess.PIPE, stderr=open(os.path.join(workdir, "fake.log"), "w"))
-        line = read_line(self.proc.stdout, 15)
+        line = LineReader(self.proc.stdout).line(15)
         m = re.search(r"listening on (\S+)", line or "")
         if not m:
             self.stop()
@@ -74,12 +74,43 @@ class Fake:
                 self.proc.wait()
 
 
-def read_line(stream, timeout):
-    """One line from a pipe, or None after timeout seconds."""
-    r, _, _ = select.select([stream], [], [], timeout)
-    if not r:
-        return None
-    return stream.readline().decode(errors="replace")
+class LineReader:
+    """Lines from a pipe with a timeout. select() on the fd and a private buffer: a
+    buffered readline() would hide lines already read from the fd."""
+
+    def __init__(self, stream):
+        self.fd = stream.fileno()
+        self.buf = b""
+        self.eof = False
+
+    def line(self, timeout):
+        """The next line; "" at end of file; None after timeout seconds."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf and not self.eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                chunk = os.read(self.fd, 65536)
+                if chunk:
+                    self.buf += chunk
+                else:
+                    self.eof = True
+        if b"\n" in self.buf:
+            line, self.buf = self.buf.split(b"\n", 1)
+            return line.decode(errors="replace") + "\n"
+        line, self.buf = self.buf, b""
+        return line.decode(errors="replace")
+
+    def rest(self):
+        while not self.eof:
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                break
+            self.buf += chunk
+        out, self.buf = self.buf, b""
+        return out.decode(errors="replace")
 
 
 class Notify:
@@ -125,6 +156,7 @@ class Daemon:
             e["NOTIFY_SOCKET"] = notify.path
         self.proc = subprocess.Popen([DAEMON, "--stderr", "-c", env.config, *args], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, env=e)
+        self.reader = LineReader(self.proc.stderr)
 
     def wait_log(self, pattern, timeout=30):
         deadline = time.monotonic() + timeout
@@ -136,7 +168,7 @@ class Daemon:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise AssertionError("no log line matching %r; last lines:\n%s" % (pattern, "".join(self.log[-20:])))
-            line = read_line(self.proc.stderr, left)
+            line = self.reader.line(left)
             if line is None:
                 continue
             if line == "":
@@ -150,16 +182,15 @@ class Daemon:
         self.proc.send_signal(sig)
 
     def wait(self, timeout=15):
-        out = self.proc.stderr.read().decode(errors="replace")
-        self.log.extend(out.splitlines(True))
-        return self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
+        self.log.extend(self.reader.rest().splitlines(True))
+        return rc
 
     def kill(self):
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        rest = self.proc.stderr.read().decode(errors="replace")
-        self.log.extend(rest.splitlines(True))
+        self.log.extend(self.reader.rest().splitlines(True))
 
 
 class Env:
@@ -210,7 +241,7 @@ class Env:
         jobs = ",\n".join("  { " + " ".join("%s = %s;" % (k, val(v)) for k, v in j.items()) + " }"
                           for j in self.jobs)
         with open(self.config, "w") as f:
-            f.write('state_directory = "%s";\nretry_max_delay = "2s";\n%s\n' % (self.state_dir, extra))
+            f.write('state_directory = "%s";\nretry_max_delay = "1s";\n%s\n' % (self.state_dir, extra))
             f.write('environments = (\n  { name = "test"; url = "%s"; api = "%s"; '
                     'management_token_file = "%s"; request_timeout = "5s"; %s }\n);\n'
                     % (self.fake.url, self.api, self.mgmt_file, env_extra))
