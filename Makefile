@@ -13,7 +13,7 @@ CFLAGS     ?= -O2 -g
 LDFLAGS    ?=
 WERROR     ?= 0
 
-PKGS := libcurl yajl libconfig libsystemd
+PKGS := libcurl yajl libconfig libsystemd zlib
 
 B := build
 

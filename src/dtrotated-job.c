@@ -127,15 +127,9 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 ret = manager_find_retirement(m, r->env, r->id);
                 if (!ret)
                         return replay_inconsistent(r, "no retirement of that token was recorded");
-                if (r->type == JOURNAL_DELETED) {
-                        for (Retirement **p = &m->retirements; *p; p = &(*p)->next)
-                                if (*p == ret) {
-                                        *p = ret->next;
-                                        break;
-                                }
-                        m->n_retirements--;
-                        retirement_free(ret);
-                } else {
+                if (r->type == JOURNAL_DELETED)
+                        retirement_unlink_and_free(ret);
+                else {
                         ret->state = RETIRE_WAIT_DELETE;
                         ret->delete_at = r->at;
                 }
@@ -234,13 +228,7 @@ static usec_t job_due(Job *j) {
 }
 
 bool job_is_active(Job *j) {
-        int enabled = SD_EVENT_OFF;
-
-        if (j->call || j->hook)
-                return true;
-        if (j->timer)
-                (void) sd_event_source_get_enabled(j->timer, &enabled);
-        return enabled != SD_EVENT_OFF;
+        return j->call || j->hook || event_source_is_armed(j->timer);
 }
 
 static void job_changed(Job *j) {

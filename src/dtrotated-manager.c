@@ -296,6 +296,14 @@ int manager_arm(Manager *m, sd_event_source **s, usec_t when, sd_event_time_hand
         return r;
 }
 
+bool event_source_is_armed(sd_event_source *s) {
+        int enabled = SD_EVENT_OFF;
+
+        if (s)
+                (void) sd_event_source_get_enabled(s, &enabled);
+        return enabled != SD_EVENT_OFF;
+}
+
 bool manager_may_run_at(Manager *m, usec_t t, bool retry) {
         if (!m->once)
                 return true;

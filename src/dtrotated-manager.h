@@ -180,6 +180,7 @@ void manager_check_once_done(Manager *m);
 bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t within this run? */
 int manager_journal_append(Manager *m, const JournalRecord *r, size_t n);
 usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retry_at);
+bool event_source_is_armed(sd_event_source *s);
 int manager_arm(Manager *m, sd_event_source **s, usec_t when, sd_event_time_handler_t cb, void *userdata);
 
 /* Jobs (dtrotated-job.c) */
@@ -198,6 +199,7 @@ char *format_retry(char *buf, size_t size, usec_t retry_at);
 Retirement *retirement_new(Manager *m, const char *env, const char *id, const char *job,
                            usec_t revoke_at, usec_t grace);
 Retirement *retirement_free(Retirement *r);
+void retirement_unlink_and_free(Retirement *r);
 Retirement *manager_find_retirement(Manager *m, const char *env, const char *id);
 void retirement_start(Retirement *r);
 bool retirement_is_active(Retirement *r);

@@ -52,7 +52,7 @@ Retirement *manager_find_retirement(Manager *m, const char *env, const char *id)
         return NULL;
 }
 
-static void retirement_done(Retirement *r) {
+void retirement_unlink_and_free(Retirement *r) {
         Manager *m = r->manager;
 
         for (Retirement **p = &m->retirements; *p; p = &(*p)->next)
@@ -62,18 +62,18 @@ static void retirement_done(Retirement *r) {
                 }
         m->n_retirements--;
         retirement_free(r);
+}
+
+static void retirement_done(Retirement *r) {
+        Manager *m = r->manager;
+
+        retirement_unlink_and_free(r);
         manager_status_changed(m);
         manager_check_once_done(m);
 }
 
 bool retirement_is_active(Retirement *r) {
-        int enabled = SD_EVENT_OFF;
-
-        if (r->call)
-                return true;
-        if (r->timer)
-                (void) sd_event_source_get_enabled(r->timer, &enabled);
-        return enabled != SD_EVENT_OFF;
+        return r->call || event_source_is_armed(r->timer);
 }
 
 int retirement_emit_records(Retirement *r) {
