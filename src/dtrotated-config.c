@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <pwd.h>
+#include <search.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <sys/stat.h>
@@ -58,6 +59,10 @@ typedef struct Ctx {
         bool oom;
         bool env_names_incomplete; /* an environment without a usable name: do not
                                     * complain about references to unknown ones */
+        /* tsearch() trees of the JobConfigs parsed so far, to find duplicates in
+         * O(log n): comparing each token with all before it is O(n^2), seconds for
+         * 10,000 tokens. They point into Config.jobs, which is allocated once. */
+        void *job_names, *job_files, *job_token_names;
 } Ctx;
 
 static const char *setting_file(const Ctx *ctx, const config_setting_t *s) {
@@ -162,12 +167,42 @@ static void ctx_flush(Ctx *ctx, config_report_t report, void *userdata) {
         }
 }
 
+static void free_nothing(void *p) {
+}
+
 static void ctx_done(Ctx *ctx) {
         for (size_t i = 0; i < ctx->n_messages; i++)
                 free(ctx->messages[i].text);
         free(ctx->messages);
         ctx->messages = NULL;
         ctx->n_messages = 0;
+        tdestroy(ctx->job_names, free_nothing);
+        tdestroy(ctx->job_files, free_nothing);
+        tdestroy(ctx->job_token_names, free_nothing);
+        ctx->job_names = ctx->job_files = ctx->job_token_names = NULL;
+}
+
+static int job_name_cmp(const void *a, const void *b) {
+        return strcmp(((const JobConfig *) a)->name, ((const JobConfig *) b)->name);
+}
+
+static int job_file_cmp(const void *a, const void *b) {
+        return strcmp(((const JobConfig *) a)->file, ((const JobConfig *) b)->file);
+}
+
+static int job_token_name_cmp(const void *a, const void *b) {
+        const JobConfig *x = a, *y = b;
+        int k = strcmp(x->environment, y->environment);
+
+        return k != 0 ? k : strcmp(x->token_name, y->token_name);
+}
+
+/* The JobConfig that came first with the same key as j (j itself if none did), or NULL
+ * when out of memory. */
+static const JobConfig *ctx_first(void **tree, const JobConfig *j, int (*cmp)(const void *, const void *)) {
+        const JobConfig *const *p = tsearch(j, tree, cmp);
+
+        return p ? *p : NULL;
 }
 
 /* ---- small helpers ------------------------------------------------------------ */
@@ -904,6 +939,7 @@ static int parse_scopes(Ctx *ctx, const config_setting_t *s, char ***ret) {
 static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *c) {
         size_t idx = c->n_jobs - 1;
         JobConfig *j = &c->jobs[idx];
+        const JobConfig *first;
         const config_setting_t *s, *s_rotate = NULL, *s_renew = NULL, *s_expires = NULL;
         const char *v = NULL;
         char what[NAME_MAX_LEN + 32];
@@ -936,12 +972,12 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 if (!name_valid(v, "._@:-"))
                         error_at(ctx, s, "name '%s' is invalid: use 1-64 characters of "
                                  "A-Z a-z 0-9 . _ @ : - (not \".\" or \"..\")", v);
-                for (size_t i = 0; i < idx; i++)
-                        if (streq_ptr(c->jobs[i].name, v)) {
-                                error_at(ctx, s, "duplicate token name '%s' (first defined at "
-                                         "line %d)", v, c->jobs[i].line);
-                                break;
-                        }
+                first = ctx_first(&ctx->job_names, j, job_name_cmp);
+                if (!first)
+                        return -ENOMEM;
+                if (first != j)
+                        error_at(ctx, s, "duplicate token name '%s' (first defined at "
+                                 "line %d)", v, first->line);
         }
 
         s = group_string(&grp, "environment", true, NULL, &v);
@@ -952,14 +988,14 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         r = group_path(&grp, "file", true, PATH_FILE, &j->file, &s);
         if (r == -ENOMEM)
                 return r;
-        if (r > 0)
-                for (size_t i = 0; i < idx; i++)
-                        if (streq_ptr(c->jobs[i].file, j->file)) {
-                                error_at(ctx, s, "file '%s' is also written by token '%s' "
-                                         "(line %d)", j->file, strna(c->jobs[i].name),
-                                         c->jobs[i].line);
-                                break;
-                        }
+        if (r > 0) {
+                first = ctx_first(&ctx->job_files, j, job_file_cmp);
+                if (!first)
+                        return -ENOMEM;
+                if (first != j)
+                        error_at(ctx, s, "file '%s' is also written by token '%s' "
+                                 "(line %d)", j->file, strna(first->name), first->line);
+        }
 
         rotate_ok = group_duration(&grp, "rotate_every", true, false, 1, MAX_ROTATE_EVERY,
                                    "10 years", &j->rotate_every, &s_rotate) > 0;
@@ -1025,17 +1061,16 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                                 return -ENOMEM;
                         /* The token name is how an interrupted create is found again:
                          * within one environment it must be unique. */
-                        for (size_t i = 0; i < idx; i++)
-                                if (streq_ptr(c->jobs[i].token_name, v) &&
-                                    j->environment &&
-                                    streq_ptr(c->jobs[i].environment, j->environment)) {
-                                        error_at(ctx, s, "token_name '%s' is also used by token "
-                                                 "'%s' (line %d) in environment '%s': each "
-                                                 "token needs its own name", v,
-                                                 strna(c->jobs[i].name), c->jobs[i].line,
-                                                 j->environment);
-                                        break;
-                                }
+                        first = j->environment ?
+                                ctx_first(&ctx->job_token_names, j, job_token_name_cmp) : j;
+                        if (!first)
+                                return -ENOMEM;
+                        if (first != j)
+                                error_at(ctx, s, "token_name '%s' is also used by token "
+                                         "'%s' (line %d) in environment '%s': each "
+                                         "token needs its own name", v,
+                                         strna(first->name), first->line,
+                                         j->environment);
                 }
         }
 

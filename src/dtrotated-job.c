@@ -8,6 +8,7 @@
  *
  * The old token is then retired independently (dtrotated-retire.c): revoke after
  * revoke_delay, delete grace_period after the confirmed revoke. */
+#include <search.h>
 #include <sys/stat.h>
 
 #include "dtrotated-deliver.h"
@@ -31,19 +32,28 @@ const char *job_state_to_string(JobState s) {
 static void job_step(Job *j);
 static void job_go_idle(Job *j);
 
-Job *job_new(Manager *m, const char *name) {
-        Job *j = calloc(1, sizeof(*j)), **p;
+static int job_name_cmp(const void *a, const void *b) {
+        return strcmp(((const Job *) a)->name, ((const Job *) b)->name);
+}
 
-        if (!j || !(j->name = strdup(name))) {
+/* The caller has made sure that no job of that name exists (manager_find_job()). */
+Job *job_new(Manager *m, const char *name) {
+        Job *j = calloc(1, sizeof(*j));
+
+        if (!j || !(j->name = strdup(name)) || !tsearch(j, &m->jobs_by_name, job_name_cmp)) {
+                if (j)
+                        free(j->name);
                 free(j);
                 return NULL;
         }
         j->manager = m;
         j->cur_expires = USEC_INFINITY;
         /* Keep configuration order: status lines and logs read naturally. */
-        for (p = &m->jobs; *p; p = &(*p)->next)
-                ;
-        *p = j;
+        if (m->jobs_last)
+                m->jobs_last->next = j;
+        else
+                m->jobs = j;
+        m->jobs_last = j;
         m->n_jobs++;
         return j;
 }
@@ -77,21 +87,25 @@ Job *job_free(Job *j) {
         return NULL;
 }
 
+/* O(log n): replaying the journal and applying the configuration look up every job. */
 Job *manager_find_job(Manager *m, const char *name) {
-        for (Job *j = m->jobs; j; j = j->next)
-                if (streq(j->name, name))
-                        return j;
-        return NULL;
+        Job *const *p = tfind(&(Job) { .name = (char *) name }, &m->jobs_by_name, job_name_cmp);
+
+        return p ? *p : NULL;
 }
 
 static void job_unlink_and_free(Job *j) {
         Manager *m = j->manager;
+        Job *prev = NULL;
 
-        for (Job **p = &m->jobs; *p; p = &(*p)->next)
+        for (Job **p = &m->jobs; *p; prev = *p, p = &(*p)->next)
                 if (*p == j) {
                         *p = j->next;
+                        if (m->jobs_last == j)
+                                m->jobs_last = prev;
                         break;
                 }
+        (void) tdelete(j, &m->jobs_by_name, job_name_cmp);
         m->n_jobs--;
         job_free(j);
 }
@@ -315,6 +329,20 @@ static void job_fail_result(Job *j, const ApiResult *res) {
         job_fail(j, res->class == API_PERMANENT, res->error, res->retry_at);
 }
 
+/* The new token exists but cannot be written next to the job's file. Permissions, a
+ * read-only file system (ReadWritePaths= of the unit) or a missing directory will not
+ * fix themselves: say so loudly; the token is kept in memory and staged again later. */
+static void job_fail_stage(Job *j, int error) {
+        _cleanup_free_ char *dir = dirname_malloc(j->config->file);
+        bool operator = IN_SET(-error, EROFS, EACCES, EPERM, ENOENT, ENOTDIR);
+        char buf[512];
+
+        snprintf(buf, sizeof(buf), "cannot write the new token next to %s: %s%s%s%s", j->config->file,
+                 strerror(-error), operator ? " (is " : "", operator ? strna(dir) : "",
+                 operator ? " writable for dtrotated? see ReadWritePaths= in dtrotated(8))" : "");
+        job_fail(j, operator, buf, 0);
+}
+
 /* ---- steps ---- */
 
 static void on_lookup_old(ApiResult *res, void *userdata);
@@ -364,7 +392,7 @@ static void job_step_create(Job *j) {
                 /* The create succeeded earlier but staging failed: stage again. */
                 r = deliver_stage(j->config, j->new_secret);
                 if (r < 0)
-                        return job_fail_errno(j, r, "staging the new token next to the file");
+                        return job_fail_stage(j, r);
                 j->state = JOB_LOOKUP_NEW;
                 return job_step(j);
         }
@@ -610,7 +638,7 @@ static void on_create(ApiResult *res, void *userdata) {
         j->new_secret = TAKE_PTR(res->token);
         r = deliver_stage(j->config, j->new_secret);
         if (r < 0)
-                return job_fail_errno(j, r, "staging the new token next to the file");
+                return job_fail_stage(j, r);
         job_succeeded(j);
         j->state = JOB_LOOKUP_NEW;
         job_step(j);

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <search.h>
 #include <signal.h>
 #include <systemd/sd-daemon.h>
 
@@ -525,10 +526,21 @@ static void manager_release_old_configs(Manager *m) {
         m->n_old_configs = k;
 }
 
+static int job_config_name_cmp(const void *a, const void *b) {
+        return strcmp(((const JobConfig *) a)->name, ((const JobConfig *) b)->name);
+}
+
+static void free_nothing(void *p) {
+}
+
 static void manager_apply_jobs(Manager *m) {
         Config *c = m->config;
+        void *names = NULL;          /* the configured names, for the second loop: asking */
+        bool indexed = true;         /* config_find_job() for each job is O(n^2) */
 
         for (size_t i = 0; i < c->n_jobs; i++) {
+                if (indexed && !tsearch(&c->jobs[i], &names, job_config_name_cmp))
+                        indexed = false;
                 Job *j = manager_find_job(m, c->jobs[i].name);
                 bool fresh = !j;
                 if (!j)
@@ -543,9 +555,11 @@ static void manager_apply_jobs(Manager *m) {
         }
         for (Job *j = m->jobs, *next; j; j = next) {
                 next = j->next; /* an idle removed job is freed right away */
-                if (!config_find_job(c, j->name))
+                if (indexed ? !tfind(&(JobConfig) { .name = j->name }, &names, job_config_name_cmp)
+                            : !config_find_job(c, j->name))
                         job_set_config(j, NULL);
         }
+        tdestroy(names, free_nothing);
 }
 
 static void report_config_problem(int prio, const char *msg, void *userdata) {
@@ -686,6 +700,9 @@ Manager *manager_free(Manager *m) {
                 m->jobs = j->next;
                 job_free(j);
         }
+        m->jobs_last = NULL;
+        tdestroy(m->jobs_by_name, free_nothing);
+        m->jobs_by_name = NULL;
         while (m->retirements) {
                 Retirement *r = m->retirements;
                 m->retirements = r->next;

@@ -145,6 +145,8 @@ struct Manager {
         Journal *journal;
         Env *envs;
         Job *jobs;
+        Job *jobs_last;              /* the end of jobs, to append in O(1) */
+        void *jobs_by_name;          /* tsearch() tree of the jobs, by name */
         Retirement *retirements;
         size_t n_jobs, n_retirements;
 

@@ -31,6 +31,16 @@ typedef uint64_t usec_t;
 #define _printf_(a, b) __attribute__((format(printf, a, b)))
 #define _noreturn_ __attribute__((noreturn))
 
+/* IN_SET(x, A, B, C): x is one of the listed values. */
+#define IN_SET(x, ...) ({                                                       \
+        const __typeof__(x) _in_set_v[] = { __VA_ARGS__ };                      \
+        bool _in_set_found = false;                                             \
+        for (size_t _i = 0; _i < ELEMENTSOF(_in_set_v); _i++)                   \
+                if (_in_set_v[_i] == (x))                                       \
+                        _in_set_found = true;                                   \
+        _in_set_found;                                                          \
+})
+
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define MAX(a, b) ((a) > (b) ? (a) : (b))
 
