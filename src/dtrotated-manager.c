@@ -404,6 +404,16 @@ static void manager_send_status(Manager *m) {
         m->last_status = TAKE_PTR(s);
 }
 
+/* READY=1 with the current STATUS=, remembered so the status timer does not repeat it. */
+static void manager_send_ready(Manager *m) {
+        char *s = manager_status(m);
+
+        m->status_dirty = false;
+        (void) sd_notifyf(false, "READY=1\nSTATUS=%s", strna(s));
+        free(m->last_status);
+        m->last_status = s;
+}
+
 static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         manager_send_status(userdata);
         return 0;
@@ -508,7 +518,8 @@ static void manager_adopt_config(Manager *m, Config *c) {
                 r->env = manager_get_env(m, r->env_name, false);
 }
 
-static void manager_release_old_configs(Manager *m) {
+/* Frees the configurations that replaced ones no job or environment points into. */
+void manager_config_released(Manager *m) {
         size_t k = 0;
 
         for (size_t i = 0; i < m->n_old_configs; i++) {
@@ -595,22 +606,12 @@ int manager_reload(Manager *m) {
         m->config = c;
         manager_adopt_config(m, c);
         manager_apply_jobs(m);
-        manager_release_old_configs(m);
+        manager_config_released(m);
         log_info("Reloaded %s: %zu token%s in %zu environment%s", m->config_path, c->n_jobs,
                  c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s");
 done:
-        m->status_dirty = false;
-        free(m->last_status);
-        m->last_status = NULL;
-        {
-                _cleanup_free_ char *s = manager_status(m);
-                (void) sd_notifyf(false, "READY=1\nSTATUS=%s", strna(s));
-        }
+        manager_send_ready(m);
         return r;
-}
-
-void manager_config_released(Manager *m) {
-        manager_release_old_configs(m);
 }
 
 static int on_sigterm(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
@@ -743,12 +744,7 @@ int manager_run(Manager *m) {
         }
 
         /* Ready: configuration loaded, journal replayed, lock held; nothing sent yet. */
-        {
-                _cleanup_free_ char *s = manager_status(m);
-                (void) sd_notifyf(false, "READY=1\nSTATUS=%s", strna(s));
-                free(m->last_status);
-                m->last_status = TAKE_PTR(s);
-        }
+        manager_send_ready(m);
         log_info("dtrotated " VERSION " started: %zu token%s, %zu pending revoke/delete step%s, journal in %s",
                  m->config->n_jobs, m->config->n_jobs == 1 ? "" : "s", m->n_retirements,
                  m->n_retirements == 1 ? "" : "s", m->config->state_directory);

@@ -75,7 +75,6 @@ struct Job {
         Env *env;
 
         JobState state;
-        bool busy;                   /* a step is in flight (call, hook) */
         bool failed;                 /* last attempt failed; retry timer armed */
         bool permanent;              /* ...and the failure was permanent */
         char *last_error;
@@ -126,7 +125,7 @@ struct Retirement {
         usec_t grace;
         usec_t delete_at;            /* set once the revoke was confirmed */
         RetirementState state;
-        bool busy, failed;
+        bool failed;
         char *last_error;
         unsigned attempt;
         usec_t retry_at;
