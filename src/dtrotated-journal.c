@@ -2,13 +2,15 @@
 /*
  * The journal: DIR/journal, an append-only text file.
  *
- * FORMAT
+ * FORMAT (version 2)
  *
- *   dtrotated-journal 1
+ *   dtrotated-journal 2
  *   CCCCCCCC TYPE key=value key=value ...
+ *   CCCCCCCC TYPE key=value ... batch=1/2
+ *   CCCCCCCC TYPE key=value ... batch=2/2
  *   ...
  *
- * The first line is the fixed header "dtrotated-journal 1" (1 is the format version);
+ * The first line is the fixed header "dtrotated-journal 2" (2 is the format version);
  * it carries no checksum. Every further line is one record, terminated by '\n' and at
  * most 4096 bytes long including the '\n':
  *
@@ -17,50 +19,73 @@
  *   TYPE      job, create, delivered, rotated, retire, revoked, deleted, scan, scanned
  *             or forget
  *   key=value one field per key the record carries, separated by single spaces, in the
- *             order job= env= id= old= name= at= created= expires= grace= (readers
- *             accept any order; a key appears at most once)
+ *             order job= env= id= old= name= at= created= expires= grace= until=
+ *             batch= (readers accept any order; a key appears at most once)
  *
  * job, env, id, old and name are strings: every byte outside 0x21..0x7e, and '%' and
  * '=', is written as %XX (two uppercase hex digits; readers accept either case), so a
  * value never contains a space and may be any byte string without NUL. An empty string
  * is written as "key=" and differs from an absent key.
- * at, created, expires and grace are times in microseconds, in decimal ("never" for the
- * largest value, 2^64-1, meaning no expiry). A time of 0 is not written: an absent time
- * key means 0.
+ * at, created, expires, grace and until are times in microseconds, in decimal ("never"
+ * for the largest value, 2^64-1, meaning no expiry). A time of 0 is not written: an
+ * absent time key means 0.
  *
  *   type       required keys       optional keys
  *   job        job env id          created expires
- *   create     job env             old at
+ *   create     job env             old name at
  *   delivered  job env id          old created expires
  *   rotated    job env id          old created expires
  *   retire     env id              job at grace
  *   revoked    env id              at
  *   deleted    env id
- *   scan       job env name        at
+ *   scan       job env name        at grace until
  *   scanned    job env
  *   forget     job
  *
- * Any other key in a record of that type, an unknown type or key, a missing required
- * key, a bad number or escape, a byte outside 0x20..0x7e, or a wrong checksum is
- * damage. journal_append() refuses (-EINVAL) to write a record that would be damage.
+ * BATCHES: the records of one journal_append() are one batch. A batch of one record is
+ * a line without batch=. In a batch of N >= 2 records the K-th line carries
+ * "batch=K/N" (K and N in decimal without leading zeros, 1 <= K <= N <= 1000000), and
+ * its lines follow each other. Replay yields a batch only once its last line has been
+ * read, so a batch is all or nothing: ROTATED and the RETIRE of the old token, written
+ * together, are never replayed one without the other. The first line of a batch
+ * without the lines before it, or a batch cut off by anything but the end of the file
+ * (the next batch, say), is damage.
  *
- * WRITING: a batch of records is appended with one write() at the end of the file and
- * made durable with fdatasync() before journal_append() returns; a failed append is
- * truncated away again. Compaction writes the live records to DIR/journal.new, fsyncs
- * it, renames it over DIR/journal and fsyncs DIR. DIR itself is flock()ed for as long
- * as the journal is open, so one instance at a time.
+ * Any other key in a record of that type, an unknown type or key, a missing required
+ * key, a bad number or escape, a bad batch=, a byte outside 0x20..0x7e, or a wrong
+ * checksum is damage. journal_append() refuses (-EINVAL) to write a record that would
+ * be damage.
+ *
+ * VERSION 1 is the same without batch= (every line is a batch of its own); it is read,
+ * and journal_open() rewrites it as version 2 (journal.new, as a compaction) before
+ * appending to it. A version 1 reader refuses version 2 files ("unsupported journal
+ * version '2'") instead of misreading them.
+ *
+ * WRITING: a batch is appended with one write() at the end of the file and made
+ * durable with fdatasync() before journal_append() returns. Its space is reserved
+ * first (fallocate(FALLOC_FL_KEEP_SIZE)), so a full disk fails the append before a
+ * byte is written, and a failed append is truncated away again. Compaction writes the
+ * live records to DIR/journal.new, fsyncs it, renames it over DIR/journal and fsyncs
+ * DIR. A new journal is created the same way: the header goes to DIR/journal.tmp,
+ * which is fsynced and renamed to DIR/journal, so a journal that exists always has its
+ * header. DIR itself is flock()ed for as long as the journal is open, so one instance
+ * at a time (journal_open_readonly() takes no lock and writes nothing).
  *
  * READING: the whole file is checked before any record is replayed. A crash during an
- * append can only leave a torn last record: an unterminated last line, or lines at the
- * end whose checksum does not match (half a record, NUL bytes, garbage). When no intact
- * line (one with a matching checksum) follows the first such line, the tail is torn: it
- * is dropped with a warning and the file truncated to the last good record. Anything
- * else (a bad line followed by an intact one, or a line whose checksum matches but whose
- * content is wrong, which no crash produces) is damage: the journal is refused and left
- * untouched. A file that holds nothing but a part of the header (possibly followed by NUL
- * bytes) was being created when the machine went down, and is written afresh. A
- * journal.new found at start-up is the leftover of an interrupted compaction and is
- * removed (journal is still authoritative); a journal.new without a journal is refused.
+ * append can only leave a torn last batch: some of its lines, an unterminated last
+ * line, or lines at the end whose checksum does not match (half a record, NUL bytes,
+ * garbage). When no intact line (one with a matching checksum) follows the first such
+ * line, the tail is torn: the incomplete batch and the broken lines are dropped with a
+ * warning, and the next append cuts the file back to the end of the last complete
+ * batch. Anything else (a bad line followed by an intact one, a line whose checksum
+ * matches but whose content is wrong, a batch cut short in the middle, none of which a
+ * crash produces) is damage: the journal is refused and left untouched. So is a
+ * journal that is empty, or holds only part of its header (perhaps followed by NUL
+ * bytes): since journals are created atomically, such a file was cut short by
+ * something else, and the pending steps it held are lost. A journal.new found at
+ * start-up is the leftover of an interrupted compaction and is removed (journal is
+ * still authoritative); a journal.new without a journal is refused. A journal.tmp is
+ * the leftover of an interrupted creation and is removed.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -75,9 +100,12 @@
 #include "dtrotated-log.h"
 #include "dtrotated-util.h"
 
-#define JOURNAL_HEADER "dtrotated-journal 1\n"
+#define JOURNAL_VERSION 2
+#define JOURNAL_HEADER "dtrotated-journal 2\n"
+#define JOURNAL_HEADER_V1 "dtrotated-journal 1\n"
 #define JOURNAL_HEADER_PREFIX "dtrotated-journal "
 #define JOURNAL_LINE_MAX 4096                   /* bytes, including the '\n' */
+#define JOURNAL_BATCH_MAX 1000000U              /* records in one batch */
 #define JOURNAL_FILE_MAX ((size_t) 1 << 30)     /* refuse to read more than 1 GiB */
 #define COMPACT_CHUNK ((size_t) 256 * 1024)
 
@@ -150,6 +178,7 @@ typedef enum Key {
         KEY_CREATED,
         KEY_EXPIRES,
         KEY_GRACE,
+        KEY_UNTIL,
         _KEY_MAX,
 } Key;
 
@@ -168,6 +197,7 @@ static const struct {
         [KEY_CREATED] = { "created", offsetof(JournalRecord, created) },
         [KEY_EXPIRES] = { "expires", offsetof(JournalRecord, expires) },
         [KEY_GRACE]   = { "grace",   offsetof(JournalRecord, grace) },
+        [KEY_UNTIL]   = { "until",   offsetof(JournalRecord, until) },
 };
 
 static const struct {
@@ -177,7 +207,7 @@ static const struct {
 } types[_JOURNAL_TYPE_MAX] = {
         [JOURNAL_JOB]       = { "job",       K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
                                              K(KEY_CREATED) | K(KEY_EXPIRES) },
-        [JOURNAL_CREATE]    = { "create",    K(KEY_JOB) | K(KEY_ENV), K(KEY_OLD) | K(KEY_AT) },
+        [JOURNAL_CREATE]    = { "create",    K(KEY_JOB) | K(KEY_ENV), K(KEY_OLD) | K(KEY_NAME) | K(KEY_AT) },
         [JOURNAL_DELIVERED] = { "delivered", K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
                                              K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) },
         [JOURNAL_ROTATED]   = { "rotated",   K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
@@ -186,7 +216,8 @@ static const struct {
                                              K(KEY_JOB) | K(KEY_AT) | K(KEY_GRACE) },
         [JOURNAL_REVOKED]   = { "revoked",   K(KEY_ENV) | K(KEY_ID), K(KEY_AT) },
         [JOURNAL_DELETED]   = { "deleted",   K(KEY_ENV) | K(KEY_ID), 0 },
-        [JOURNAL_SCAN]      = { "scan",      K(KEY_JOB) | K(KEY_ENV) | K(KEY_NAME), K(KEY_AT) },
+        [JOURNAL_SCAN]      = { "scan",      K(KEY_JOB) | K(KEY_ENV) | K(KEY_NAME),
+                                             K(KEY_AT) | K(KEY_GRACE) | K(KEY_UNTIL) },
         [JOURNAL_SCANNED]   = { "scanned",   K(KEY_JOB) | K(KEY_ENV), 0 },
         [JOURNAL_FORGET]    = { "forget",    K(KEY_JOB), 0 },
 };
@@ -259,11 +290,12 @@ static void write_hex32(char *p, uint32_t v) {
                 p[i] = hex[v & 0xf];
 }
 
-/* Appends one complete line. -E2BIG if it would exceed JOURNAL_LINE_MAX; the buffer is
- * unchanged on failure. The record must have passed record_check(). */
-static int serialize_record(Buffer *b, const JournalRecord *r) {
+/* Appends one complete line, record k of a batch of n (no batch= for n == 1). -E2BIG if
+ * it would exceed JOURNAL_LINE_MAX; the buffer is unchanged on failure. The record must
+ * have passed record_check(). */
+static int serialize_record(Buffer *b, const JournalRecord *r, size_t batch_k, size_t batch_n) {
         static const char hex[] = "0123456789ABCDEF";
-        size_t need = 9 + strlen(types[r->type].name) + 1, start = b->size, payload;
+        size_t need = 9 + strlen(types[r->type].name) + 1 + 30, start = b->size, payload;
         char *p, *line;
         int k;
 
@@ -308,6 +340,8 @@ static int serialize_record(Buffer *b, const JournalRecord *r) {
                         } else
                                 *p++ = (char) *s;
         }
+        if (batch_n > 1)
+                p += sprintf(p, " batch=%zu/%zu", batch_k, batch_n);
         payload = (size_t) (p - (line + 9));
         if (9 + payload + 1 > JOURNAL_LINE_MAX)
                 return -E2BIG;
@@ -396,6 +430,38 @@ static int parse_time(const char *s, size_t n, usec_t *ret) {
         return 0;
 }
 
+/* A decimal number without leading zeros in 1..JOURNAL_BATCH_MAX. */
+static int parse_batch_number(const char *s, size_t n, unsigned *ret) {
+        unsigned v = 0;
+
+        if (n == 0 || n > 7 || s[0] == '0')
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++) {
+                if (s[i] < '0' || s[i] > '9')
+                        return -EINVAL;
+                v = v * 10 + (unsigned) (s[i] - '0');
+        }
+        if (v > JOURNAL_BATCH_MAX)
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+/* "K/N": record K of a batch of N, 1 <= K <= N, N >= 2. */
+static int parse_batch(const char *s, size_t n, unsigned *ret_k, unsigned *ret_n) {
+        const char *slash = memchr(s, '/', n);
+        unsigned k, total;
+
+        if (!slash ||
+            parse_batch_number(s, (size_t) (slash - s), &k) < 0 ||
+            parse_batch_number(slash + 1, (size_t) (s + n - slash - 1), &total) < 0 ||
+            total < 2 || k > total)
+                return -EINVAL;
+        *ret_k = k;
+        *ret_n = total;
+        return 0;
+}
+
 /* Decodes s[0..n) in place and NUL-terminates it, which overwrites at most s[n]. */
 static int unescape(char *s, size_t n) {
         char *o = s;
@@ -420,14 +486,17 @@ static int unescape(char *s, size_t n) {
         return 0;
 }
 
-/* Parses one line, line[len] being its '\n'. String values are decoded in place (each
- * NUL-terminated where its separator was), so the line is changed once the checksum
- * matched. On failure err says what is wrong. */
-static LineState parse_record(char *line, size_t len, JournalRecord *ret, char *err, size_t err_size) {
+/* Parses one line of a journal of the given version, line[len] being its '\n'; the
+ * record is number *ret_k of a batch of *ret_n (1 of 1 without batch=). String values
+ * are decoded in place (each NUL-terminated where its separator was), so the line is
+ * changed once the checksum matched. On failure err says what is wrong. */
+static LineState parse_record(char *line, size_t len, unsigned version, JournalRecord *ret,
+                              unsigned *ret_k, unsigned *ret_n, char *err, size_t err_size) {
         JournalRecord rec = { .type = _JOURNAL_TYPE_MAX };
         char *end = line + len;
         const char *reason;
-        unsigned seen = 0, allowed = 0;
+        unsigned seen = 0, allowed = 0, batch_k = 1, batch_n = 1;
+        bool batch_seen = false;
         LineState s;
 
         s = line_check_crc(line, len, &reason);
@@ -476,6 +545,19 @@ static LineState parse_record(char *line, size_t len, JournalRecord *ret, char *
                         snprintf(err, err_size, "field '%.*s' without '='", (int) MIN(flen, (size_t) 32), f);
                         return LINE_INVALID;
                 }
+                if (version >= 2 && eq - f == 5 && memcmp(f, "batch", 5) == 0) {
+                        if (batch_seen) {
+                                snprintf(err, err_size, "duplicate key batch=");
+                                return LINE_INVALID;
+                        }
+                        batch_seen = true;
+                        if (parse_batch(eq + 1, (size_t) (fe - eq - 1), &batch_k, &batch_n) < 0) {
+                                snprintf(err, err_size, "bad batch= (K/N with 1 <= K <= N, 2 <= N <= %u)",
+                                         JOURNAL_BATCH_MAX);
+                                return LINE_INVALID;
+                        }
+                        continue;
+                }
                 k = key_from_string(f, (size_t) (eq - f));
                 if (k == _KEY_MAX) {
                         snprintf(err, err_size, "unknown key '%.*s'", (int) MIN((size_t) (eq - f), (size_t) 32), f);
@@ -510,6 +592,8 @@ static LineState parse_record(char *line, size_t len, JournalRecord *ret, char *
         if (record_check(&rec, err, err_size) < 0)
                 return LINE_INVALID;
         *ret = rec;
+        *ret_k = batch_k;
+        *ret_n = batch_n;
         return LINE_VALID;
 }
 
@@ -589,37 +673,55 @@ static int set_error(char **ret_error, int r, const char *fmt, ...) {
         return r;
 }
 
-/* A file holding nothing but a part of the header, perhaps followed by NULs: it was being
- * created when the machine went down; no record was ever written to it. */
-static bool journal_is_unwritten(const char *data, size_t size) {
-        const size_t hlen = strlen(JOURNAL_HEADER);
-        size_t i = 0;
-
-        while (i < size && i < hlen && data[i] == JOURNAL_HEADER[i])
-                i++;
-        if (i == hlen)
-                return false;
-        for (; i < size; i++)
-                if (data[i] != 0)
-                        return false;
-        return true;
-}
-
-static int journal_check_header(Journal *j, const char *data, size_t size, char **ret_error) {
+/* Checks the header of data[0..size): sets the version and where the records start.
+ * Anything but a complete header of a known version is damage; that includes an empty
+ * file and a part of a header (perhaps followed by NULs), as journals are created
+ * atomically: such a file was cut short, and whatever it held is lost. */
+static int journal_check_header(const char *path, const char *data, size_t size, bool readonly,
+                                unsigned *ret_version, size_t *ret_start, char **ret_error) {
         const size_t hlen = strlen(JOURNAL_HEADER), plen = strlen(JOURNAL_HEADER_PREFIX);
+        const char *lost = readonly ? "pending revoke/delete steps may have been lost" :
+                "refusing to start: pending revoke/delete steps may have been lost";
         char version[33];
-        size_t n = 0;
+        size_t i = 0, n = 0;
 
-        if (size >= hlen && memcmp(data, JOURNAL_HEADER, hlen) == 0)
+        _Static_assert(sizeof(JOURNAL_HEADER) == sizeof(JOURNAL_HEADER_V1), "headers differ in length");
+        if (size == 0)
+                return set_error(ret_error, -EBADMSG,
+                                 "%s: offset 0: empty journal (truncated?); %s. See dtrotated(8), RECOVERY",
+                                 path, lost);
+        if (size >= hlen && memcmp(data, JOURNAL_HEADER, hlen) == 0) {
+                *ret_version = JOURNAL_VERSION;
+                *ret_start = hlen;
                 return 0;
+        }
+        if (size >= hlen && memcmp(data, JOURNAL_HEADER_V1, hlen) == 0) {
+                *ret_version = 1;
+                *ret_start = hlen;
+                return 0;
+        }
+
+        /* The beginning of some header, and then nothing but NULs? */
+        while (i < size && i < plen && data[i] == JOURNAL_HEADER_PREFIX[i])
+                i++;
+        if (i == plen)
+                while (i < size && data[i] >= '0' && data[i] <= '9')
+                        i++;
+        while (i < size && data[i] == 0)
+                i++;
+        if (i == size)
+                return set_error(ret_error, -EBADMSG,
+                                 "%s: offset 0: incomplete header (truncated?); %s. See dtrotated(8), RECOVERY",
+                                 path, lost);
+
         if (size < plen || memcmp(data, JOURNAL_HEADER_PREFIX, plen) != 0)
                 return set_error(ret_error, -EBADMSG, "%s: offset 0: not a dtrotated journal (bad header)",
-                                 j->path);
-        for (size_t i = plen; i < size && data[i] != '\n' && n < sizeof(version) - 1; i++)
+                                 path);
+        for (i = plen; i < size && data[i] != '\n' && n < sizeof(version) - 1; i++)
                 version[n++] = (uint8_t) data[i] >= 0x20 && (uint8_t) data[i] <= 0x7e ? data[i] : '?';
         version[n] = 0;
         return set_error(ret_error, -EBADMSG, "%s: offset 0: unsupported journal version '%s'",
-                         j->path, version);
+                         path, version);
 }
 
 typedef struct Entry {
@@ -629,8 +731,10 @@ typedef struct Entry {
 
 typedef struct Parsed {
         Entry *entries;
-        size_t n;
-        size_t end;     /* end of the last good record: < size when the tail is torn */
+        size_t n;               /* the records of complete batches */
+        size_t end;             /* end of the last complete batch: < size when the tail is torn */
+        unsigned torn_k;        /* the torn tail holds records 1..torn_k of a batch of */
+        unsigned torn_n;        /* torn_n (0 if it holds no intact record) */
 } Parsed;
 
 static void parsed_done(Parsed *p) {
@@ -641,12 +745,16 @@ static void parsed_done(Parsed *p) {
 /* Parses and checks all records in data[start..size), in one pass; the records point
  * into data, which is changed (decoded in place). Returns 0 (the tail may be torn, see
  * p->end), or -EBADMSG with *ret_error set. */
-static int journal_parse(Journal *j, char *data, size_t size, size_t start, Parsed *p, char **ret_error) {
-        size_t off = start, allocated = 0;
+static int journal_parse(const char *path, char *data, size_t size, size_t start, unsigned version,
+                         Parsed *p, char **ret_error) {
+        size_t off = start, allocated = 0, n = 0, batch_off = start;
+        unsigned want = 0, total = 0;  /* inside a batch: the record expected next, of total */
         char err[160];
 
+        p->end = start;
         while (off < size) {
                 char *nl = memchr(data + off, '\n', size - off);
+                unsigned k = 1, bn = 1;
                 JournalRecord rec;
                 LineState s;
 
@@ -654,9 +762,10 @@ static int journal_parse(Journal *j, char *data, size_t size, size_t start, Pars
                         snprintf(err, sizeof(err), "incomplete record (no newline)");
                         s = LINE_BROKEN;
                 } else
-                        s = parse_record(data + off, (size_t) (nl - (data + off)), &rec, err, sizeof(err));
+                        s = parse_record(data + off, (size_t) (nl - (data + off)), version, &rec, &k, &bn,
+                                         err, sizeof(err));
                 if (s == LINE_INVALID)
-                        return set_error(ret_error, -EBADMSG, "%s: offset %zu: %s", j->path, off, err);
+                        return set_error(ret_error, -EBADMSG, "%s: offset %zu: %s", path, off, err);
                 if (s == LINE_BROKEN) {
                         /* Torn, unless an intact line follows. */
                         for (const char *l = nl ? nl + 1 : data + size, *q; l < data + size; l = q + 1) {
@@ -667,11 +776,24 @@ static int journal_parse(Journal *j, char *data, size_t size, size_t start, Pars
                                         break;
                                 if (line_check_crc(l, (size_t) (q - l), &reason) == LINE_VALID)
                                         return set_error(ret_error, -EBADMSG, "%s: offset %zu: %s",
-                                                         j->path, off, err);
+                                                         path, off, err);
                         }
                         break;
                 }
-                if (p->n == allocated) {
+
+                /* An intact line: it must continue the batch we are in, or start one. */
+                if (want > 0 && (k != want || bn != total))
+                        return set_error(ret_error, -EBADMSG,
+                                         "%s: offset %zu: the batch at offset %zu ends after record %u of %u",
+                                         path, off, batch_off, want - 1, total);
+                if (want == 0 && k != 1)
+                        return set_error(ret_error, -EBADMSG,
+                                         "%s: offset %zu: record %u of %u of a batch without its first record",
+                                         path, off, k, bn);
+                if (k == 1)
+                        batch_off = off;
+
+                if (n == allocated) {
                         Entry *e;
 
                         allocated = MAX(allocated * 2, (size_t) 64);
@@ -680,68 +802,91 @@ static int journal_parse(Journal *j, char *data, size_t size, size_t start, Pars
                                 return -ENOMEM;
                         p->entries = e;
                 }
-                p->entries[p->n++] = (Entry) { .record = rec, .offset = off };
+                p->entries[n++] = (Entry) { .record = rec, .offset = off };
                 off = (size_t) (nl + 1 - data);
+                if (k == bn) {
+                        /* The batch is complete. */
+                        want = 0;
+                        p->n = n;
+                        p->end = off;
+                } else {
+                        want = k + 1;
+                        total = bn;
+                }
         }
-        p->end = off;
+        if (want > 0) {
+                p->torn_k = want - 1;
+                p->torn_n = total;
+        }
         return 0;
 }
 
-/* Writes the header into an empty (or never completed) journal. */
-static int journal_init(Journal *j, size_t old_size, char **ret_error) {
+static void log_torn(const char *path, const Parsed *p, size_t size, bool readonly) {
+        int level = readonly ? LOG_NOTICE : LOG_WARNING;
+        const char *why = readonly ? "being written, or a crash during write" : "crash during write";
+
+        if (p->end >= size)
+                return;
+        if (p->torn_n > 0)
+                log_full(level, 0, "%s: offset %zu: ignoring torn last batch (%u of its %u records; %s)",
+                         path, p->end, p->torn_k, p->torn_n, why);
+        else
+                log_full(level, 0, "%s: offset %zu: ignoring torn last record (%s)", path, p->end, why);
+}
+
+typedef struct Loaded {
+        char *data;
+        size_t size;
+        unsigned version;
+        Parsed p;
+} Loaded;
+
+static void loaded_done(Loaded *l) {
+        free(l->data);
+        parsed_done(&l->p);
+        *l = (Loaded) {};
+}
+
+/* Reads j->fd and checks all of it. */
+static int journal_load(Journal *j, bool readonly, Loaded *l, char **ret_error) {
+        size_t start;
         int r;
 
-        if (old_size > 0) {
-                log_warning("%s: offset 0: incomplete header (crash while creating the journal), writing it afresh",
-                            j->path);
-                if (ftruncate(j->fd, 0) < 0)
-                        return set_error(ret_error, -errno, "%s: cannot truncate: %m", j->path);
-        }
-        r = pwrite_all(j->fd, JOURNAL_HEADER, strlen(JOURNAL_HEADER), 0);
-        if (r >= 0 && fsync(j->fd) < 0)
-                r = -errno;
-        if (r >= 0 && fsync(j->dir_fd) < 0)
-                r = -errno;
+        r = read_all(j->fd, &l->data, &l->size);
+        if (r == -EBADFD)
+                return set_error(ret_error, -EBADMSG, "%s: not a regular file", j->path);
         if (r < 0)
-                return set_error(ret_error, r, "%s: cannot write header: %s", j->path, strerror(-r));
-        j->size = strlen(JOURNAL_HEADER);
-        j->n_records = 0;
+                return set_error(ret_error, r, "%s: cannot read: %s", j->path, strerror(-r));
+        r = journal_check_header(j->path, l->data, l->size, readonly, &l->version, &start, ret_error);
+        if (r < 0)
+                return r;
+        r = journal_parse(j->path, l->data, l->size, start, l->version, &l->p, ret_error);
+        if (r == -ENOMEM)
+                return set_error(ret_error, r, "%s: out of memory", j->path);
+        if (r < 0)
+                return r;
+        log_torn(j->path, &l->p, l->size, readonly);
         return 0;
 }
 
-static int journal_open_file(Journal *j, const char *dir, char **ret_error) {
-        j->fd = openat(j->dir_fd, "journal", O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-        if (j->fd >= 0)
-                return 0;
-        if (errno != ENOENT)
-                return set_error(ret_error, -errno, "%s: cannot open: %m", j->path);
-        /* journal.new is written and renamed over journal; one without the other means
-         * someone removed journal, and journal.new may be the only (perhaps partial) copy
-         * of the state. Do not throw it away. */
-        if (faccessat(j->dir_fd, "journal.new", F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-                return set_error(ret_error, -ENOENT,
-                                 "%s: missing, but %s/journal.new exists: refusing to start afresh "
-                                 "(remove journal.new to do so)", j->path, dir);
-        j->fd = openat(j->dir_fd, "journal", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (j->fd < 0)
-                return set_error(ret_error, -errno, "%s: cannot create: %m", j->path);
+static int journal_replay(Journal *j, const Parsed *p, journal_replay_t replay, void *userdata,
+                          char **ret_error) {
+        for (size_t i = 0; replay && i < p->n; i++) {
+                int r = replay(&p->entries[i].record, userdata);
+                if (r < 0)
+                        return set_error(ret_error, r, "%s: offset %zu: replaying %s record failed: %s",
+                                         j->path, p->entries[i].offset, types[p->entries[i].record.type].name,
+                                         strerror(-r));
+        }
         return 0;
 }
 
-int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journal **ret,
-                 char **ret_error) {
-        _cleanup_(journal_closep) Journal *j = NULL;
-        _cleanup_free_ char *data = NULL;
-        _cleanup_(parsed_done) Parsed p = {};
-        const size_t hlen = strlen(JOURNAL_HEADER);
-        size_t size = 0, dlen;
-        int r;
+static int journal_new(const char *dir, Journal **ret) {
+        Journal *j;
+        size_t dlen;
 
-        if (ret_error)
-                *ret_error = NULL;
-        if (!dir || !*dir || !ret)
+        if (!dir || !*dir)
                 return -EINVAL;
-
         j = calloc(1, sizeof(*j));
         if (!j)
                 return -ENOMEM;
@@ -750,12 +895,143 @@ int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journ
         while (dlen > 1 && dir[dlen - 1] == '/')
                 dlen--;
         j->path = strdup_printf("%.*s/journal", (int) dlen, dir);
-        if (!j->path)
+        if (!j->path) {
+                free(j);
                 return -ENOMEM;
+        }
+        *ret = j;
+        return 0;
+}
+
+/* Called when DIR/journal does not exist. journal.new is written and renamed over
+ * journal; one without the other means someone removed journal, and journal.new may be
+ * the only (perhaps partial) copy of the state. Do not throw it away. */
+static int journal_check_orphaned_new(Journal *j, bool readonly, char **ret_error) {
+        if (faccessat(j->dir_fd, "journal.new", F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+                return 0;
+        if (readonly)
+                return set_error(ret_error, -EBADMSG, "%s: missing, but %s.new exists", j->path, j->path);
+        return set_error(ret_error, -EBADMSG,
+                         "%s: missing, but %s.new exists: refusing to start afresh "
+                         "(remove journal.new to do so)", j->path, j->path);
+}
+
+/* Creates a journal that is never seen incomplete: the header goes to journal.tmp,
+ * which is renamed to journal once durable. */
+static int journal_create(Journal *j, char **ret_error) {
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        fd = openat(j->dir_fd, "journal.tmp", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return set_error(ret_error, -errno, "%s.tmp: cannot create: %m", j->path);
+        r = pwrite_all(fd, JOURNAL_HEADER, strlen(JOURNAL_HEADER), 0);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(j->dir_fd, "journal.tmp", j->dir_fd, "journal") < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(j->dir_fd, "journal.tmp", 0);
+                return set_error(ret_error, r, "%s: cannot create: %s", j->path, strerror(-r));
+        }
+        if (fsync(j->dir_fd) < 0)
+                return set_error(ret_error, -errno, "%s: cannot sync the directory after creating it: %m",
+                                 j->path);
+        j->fd = TAKE_FD(fd);
+        j->size = strlen(JOURNAL_HEADER);
+        j->n_records = 0;
+        return 0;
+}
+
+/* Makes *fd, the complete and written DIR/journal.new of size bytes and n records, the
+ * journal: fsync, rename over DIR/journal, switch to it, fsync DIR. When it fails
+ * before the rename, journal.new is removed and the old file stays in use. */
+static int journal_install_new(Journal *j, int *fd, uint64_t size, size_t n) {
+        int r = 0;
+
+        if (fsync(*fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(j->dir_fd, "journal.new", j->dir_fd, "journal") < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(j->dir_fd, "journal.new", 0);
+                return r;
+        }
+
+        /* journal.new is the journal now: switch at once, records appended to the old,
+         * unlinked file would be lost. */
+        if (j->fd >= 0)
+                close(j->fd);
+        j->fd = TAKE_FD(*fd);
+        j->size = size;
+        j->n_records = n;
+        j->dirty_tail = false;
+        if (fsync(j->dir_fd) < 0) {
+                /* The rename may not be durable: no append is acknowledged before it is. */
+                j->dir_unsynced = true;
+                return -errno;
+        }
+        j->dir_unsynced = false;
+        return 0;
+}
+
+/* Rewrites a journal of an older version in the current one, with the same records
+ * (each a batch of its own, as they were). */
+static int journal_upgrade(Journal *j, const Loaded *l, char **ret_error) {
+        _cleanup_(buffer_done) Buffer b = {};
+        _cleanup_close_ int fd = -1;
+        int r;
+
+        r = buffer_append(&b, JOURNAL_HEADER, strlen(JOURNAL_HEADER));
+        for (size_t i = 0; r >= 0 && i < l->p.n; i++)
+                r = serialize_record(&b, &l->p.entries[i].record, 1, 1);
+        if (r < 0)
+                return set_error(ret_error, r, "%s: cannot rewrite in format %d: %s", j->path,
+                                 JOURNAL_VERSION, strerror(-r));
+        fd = openat(j->dir_fd, "journal.new", O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return set_error(ret_error, -errno, "%s.new: cannot create: %m", j->path);
+        r = pwrite_all(fd, b.data, b.size, 0);
+        if (r < 0)
+                (void) unlinkat(j->dir_fd, "journal.new", 0);
+        else
+                r = journal_install_new(j, &fd, b.size, l->p.n);
+        if (r < 0)
+                return set_error(ret_error, r, "%s: cannot rewrite in format %d: %s", j->path,
+                                 JOURNAL_VERSION, strerror(-r));
+        log_notice("%s: rewritten from format %u to format %d", j->path, l->version, JOURNAL_VERSION);
+        return 0;
+}
+
+static int remove_leftover(Journal *j, const char *name, const char *what, char **ret_error) {
+        if (unlinkat(j->dir_fd, name, 0) >= 0) {
+                log_warning("%s%s: removed the leftover of an interrupted %s", j->path,
+                            name + strlen("journal"), what);
+                return 0;
+        }
+        if (errno == ENOENT)
+                return 0;
+        return set_error(ret_error, -errno, "%s%s: cannot remove leftover: %m", j->path,
+                         name + strlen("journal"));
+}
+
+int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journal **ret,
+                 char **ret_error) {
+        _cleanup_(journal_closep) Journal *j = NULL;
+        _cleanup_(loaded_done) Loaded l = {};
+        int r;
+
+        if (ret_error)
+                *ret_error = NULL;
+        if (!ret)
+                return -EINVAL;
+        r = journal_new(dir, &j);
+        if (r < 0)
+                return r;
 
         if (mkdir(dir, 0700) >= 0) {
                 /* Make the new directory itself durable, or all of it could vanish. */
-                _cleanup_free_ char *d = strndup(dir, dlen);
+                _cleanup_free_ char *d = strndup(j->path, strlen(j->path) - strlen("/journal"));
                 if (!d)
                         return -ENOMEM;
                 r = fsync_parent_dir(d);
@@ -773,54 +1049,80 @@ int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journ
                 return set_error(ret_error, -errno, "%s: cannot lock: %m", dir);
         }
 
-        r = journal_open_file(j, dir, ret_error);
+        r = remove_leftover(j, "journal.tmp", "creation", ret_error);
         if (r < 0)
                 return r;
-
-        if (unlinkat(j->dir_fd, "journal.new", 0) >= 0)
-                log_warning("%s/journal.new: removed the leftover of an interrupted compaction", dir);
-        else if (errno != ENOENT)
-                return set_error(ret_error, -errno, "%s/journal.new: cannot remove leftover: %m", dir);
-
-        r = read_all(j->fd, &data, &size);
-        if (r == -EBADFD)
-                return set_error(ret_error, -EBADMSG, "%s: not a regular file", j->path);
-        if (r < 0)
-                return set_error(ret_error, r, "%s: cannot read: %s", j->path, strerror(-r));
-
-        if (journal_is_unwritten(data, size)) {
-                r = journal_init(j, size, ret_error);
+        j->fd = openat(j->dir_fd, "journal", O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (j->fd < 0) {
+                if (errno != ENOENT)
+                        return set_error(ret_error, -errno, "%s: cannot open: %m", j->path);
+                r = journal_check_orphaned_new(j, false, ret_error);
+                if (r < 0)
+                        return r;
+                r = journal_create(j, ret_error);
                 if (r < 0)
                         return r;
                 *ret = TAKE_PTR(j);
                 return 0;
         }
+        r = remove_leftover(j, "journal.new", "compaction", ret_error);
+        if (r < 0)
+                return r;
 
-        r = journal_check_header(j, data, size, ret_error);
+        r = journal_load(j, false, &l, ret_error);
         if (r < 0)
                 return r;
-        r = journal_parse(j, data, size, hlen, &p, ret_error);
-        if (r == -ENOMEM)
-                return set_error(ret_error, r, "%s: out of memory", j->path);
+        r = journal_replay(j, &l.p, replay, userdata, ret_error);
         if (r < 0)
                 return r;
-        if (p.end < size) {
-                log_warning("%s: offset %zu: ignoring torn last record (crash during write)", j->path, p.end);
-                if (ftruncate(j->fd, (off_t) p.end) < 0 || fsync(j->fd) < 0)
-                        return set_error(ret_error, -errno, "%s: cannot cut off torn last record: %m", j->path);
-        }
-        for (size_t i = 0; replay && i < p.n; i++) {
-                r = replay(&p.entries[i].record, userdata);
+
+        if (l.version < JOURNAL_VERSION) {
+                r = journal_upgrade(j, &l, ret_error);
                 if (r < 0)
-                        return set_error(ret_error, r, "%s: offset %zu: replaying %s record failed: %s",
-                                         j->path, p.entries[i].offset, types[p.entries[i].record.type].name,
-                                         strerror(-r));
+                        return r;
+        } else {
+                j->size = l.p.end;
+                j->n_records = l.p.n;
+                /* A torn tail is cut off by the next append (or compaction), before it
+                 * writes anything: this open changes nothing. */
+                j->dirty_tail = l.p.end < l.size;
         }
-
-        j->size = p.end;
-        j->n_records = p.n;
         *ret = TAKE_PTR(j);
         return 0;
+}
+
+int journal_open_readonly(const char *dir, journal_replay_t replay, void *userdata, char **ret_error) {
+        _cleanup_(journal_closep) Journal *j = NULL;
+        _cleanup_(loaded_done) Loaded l = {};
+        int r;
+
+        if (ret_error)
+                *ret_error = NULL;
+        r = journal_new(dir, &j);
+        if (r < 0)
+                return r;
+
+        j->dir_fd = open(dir, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+        if (j->dir_fd < 0) {
+                if (errno == ENOENT)
+                        return set_error(ret_error, -ENOENT, "%s: no journal (no state directory)", j->path);
+                return set_error(ret_error, -errno, "%s: cannot open directory: %m", dir);
+        }
+        /* O_NONBLOCK: a FIFO put there must not hang us; read_all() refuses it. */
+        j->fd = openat(j->dir_fd, "journal", O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (j->fd < 0) {
+                if (errno != ENOENT)
+                        return set_error(ret_error, -errno, "%s: cannot open: %m", j->path);
+                r = journal_check_orphaned_new(j, true, ret_error);
+                if (r < 0)
+                        return r;
+                return set_error(ret_error, -ENOENT, "%s: no journal", j->path);
+        }
+
+        r = journal_load(j, true, &l, ret_error);
+        if (r < 0)
+                return r;
+        return journal_replay(j, &l.p, replay, userdata, ret_error);
 }
 
 Journal *journal_close(Journal *j) {
@@ -838,12 +1140,27 @@ Journal *journal_close(Journal *j) {
         return NULL;
 }
 
-static int serialize_checked(Buffer *b, const JournalRecord *r) {
+static int serialize_checked(Buffer *b, const JournalRecord *r, size_t k, size_t n) {
         char err[160];
 
         if (record_check(r, err, sizeof(err)) < 0)
                 return log_error_errno(-EINVAL, "journal: refusing to write an invalid record: %s", err);
-        return serialize_record(b, r);
+        return serialize_record(b, r, k, n);
+}
+
+/* Reserves the blocks an append of n bytes will write, without changing the file size,
+ * so that a full disk fails it before anything is written. Where the file system
+ * cannot reserve, the write itself finds out (and is cut off again). */
+static int journal_reserve(Journal *j, size_t n) {
+        for (;;) {
+                if (fallocate(j->fd, FALLOC_FL_KEEP_SIZE, (off_t) j->size, (off_t) n) >= 0)
+                        return 0;
+                if (errno == EINTR)
+                        continue;
+                if (IN_SET(errno, EOPNOTSUPP, ENOSYS, EINVAL))
+                        return 0;
+                return -errno;
+        }
 }
 
 int journal_append(Journal *j, const JournalRecord *records, size_t n) {
@@ -856,8 +1173,10 @@ int journal_append(Journal *j, const JournalRecord *records, size_t n) {
                 return -EBUSY; /* it would be lost with the old file */
         if (n == 0)
                 return 0;
+        if (n > JOURNAL_BATCH_MAX)
+                return -E2BIG;
         for (size_t i = 0; i < n; i++) {
-                r = serialize_checked(&b, &records[i]);
+                r = serialize_checked(&b, &records[i], i + 1, n);
                 if (r < 0)
                         return r;
         }
@@ -873,11 +1192,15 @@ int journal_append(Journal *j, const JournalRecord *records, size_t n) {
                 j->dirty_tail = false;
         }
 
+        r = journal_reserve(j, b.size);
+        if (r < 0)
+                return r;
         r = pwrite_all(j->fd, b.data, b.size, j->size);
         if (r >= 0 && fdatasync(j->fd) < 0)
                 r = -errno;
         if (r < 0) {
-                /* Cut off whatever made it, so that the file ends with a complete record. */
+                /* Cut off whatever made it, so that the file ends with a complete batch.
+                 * Should that fail too, replay drops the incomplete batch. */
                 if (ftruncate(j->fd, (off_t) j->size) < 0 || fdatasync(j->fd) < 0)
                         j->dirty_tail = true;
                 return r;
@@ -911,7 +1234,7 @@ int journal_compact_add(Journal *j, const JournalRecord *r) {
                 return -EINVAL;
         if (j->compact_error < 0)
                 return j->compact_error;
-        k = serialize_checked(&j->compact_buf, r);
+        k = serialize_checked(&j->compact_buf, r, 1, 1);
         if (k >= 0 && j->compact_buf.size >= COMPACT_CHUNK)
                 k = compact_flush(j);
         if (k < 0) {
@@ -949,31 +1272,13 @@ int journal_compact(Journal *j, journal_emit_t emit, void *userdata) {
                 r = j->compact_error;
         if (r >= 0)
                 r = compact_flush(j);
-        if (r >= 0 && fsync(fd) < 0)
-                r = -errno;
         size = j->compact_size;
         n = j->compact_n;
         j->compact_fd = -1;
         buffer_done(&j->compact_buf);
-        if (r >= 0 && renameat(j->dir_fd, "journal.new", j->dir_fd, "journal") < 0)
-                r = -errno;
         if (r < 0) {
                 (void) unlinkat(j->dir_fd, "journal.new", 0);
                 return r;
         }
-
-        /* journal.new is the journal now: switch at once, records appended to the old,
-         * unlinked file would be lost. */
-        close(j->fd);
-        j->fd = TAKE_FD(fd);
-        j->size = size;
-        j->n_records = n;
-        j->dirty_tail = false;
-        if (fsync(j->dir_fd) < 0) {
-                /* The rename may not be durable: no append is acknowledged before it is. */
-                j->dir_unsynced = true;
-                return -errno;
-        }
-        j->dir_unsynced = false;
-        return 0;
+        return journal_install_new(j, &fd, size, n);
 }

@@ -5,15 +5,18 @@
 
 /* The crash-safe journal: an append-only text file "journal" in the state directory.
  * Each record is one line "CRC32HEX TYPE key=value ...\n" (first line a versioned
- * header), appended and fdatasync'd before the caller proceeds. Replay yields the
- * records in order; the caller (the manager) derives its state from them. Compaction
- * writes the live state to "journal.new", fsyncs it and renames it over "journal".
- * Never holds secrets: ids, names, times. */
+ * header). Records are appended in batches, each made durable with one fdatasync
+ * before the caller proceeds; a batch is all or nothing: replay yields the records of
+ * complete batches only, in order, and the caller (the manager) derives its state from
+ * them. Compaction writes the live state to "journal.new", fsyncs it and renames it
+ * over "journal". Never holds secrets: ids, names, times. The format is described at
+ * the top of dtrotated-journal.c. */
 
 typedef enum JournalType {
         JOURNAL_JOB,        /* job env id created expires: the job's current token (first
                              * lookup, or a token the operator put in the file) */
-        JOURNAL_CREATE,     /* job env [old] at: intent, a create is about to be sent */
+        JOURNAL_CREATE,     /* job env [old] [name] at: intent, a create (of a token named
+                             * `name`) is about to be sent */
         JOURNAL_DELIVERED,  /* job env [old] id created expires: the new token is in the
                              * job's file; hook owed */
         JOURNAL_ROTATED,    /* job env [old] id created expires: done, id is the job's token */
@@ -21,8 +24,10 @@ typedef enum JournalType {
                              * the confirmed revoke */
         JOURNAL_REVOKED,    /* env id at: revoke confirmed; delete at `at` */
         JOURNAL_DELETED,    /* env id: gone; the retirement is finished */
-        JOURNAL_SCAN,       /* job env name at: tokens named `name` created after `at` that
-                             * are in no file are leftovers of an ambiguous create */
+        JOURNAL_SCAN,       /* job env name at until grace: tokens named `name` created
+                             * between `at` and `until` (0: no upper bound) that are in no
+                             * file are leftovers of an ambiguous create; delete them
+                             * `grace` after their revoke */
         JOURNAL_SCANNED,    /* job env: the owed scan has run */
         JOURNAL_FORGET,     /* job: removed from the config; drop its schedule */
         _JOURNAL_TYPE_MAX,
@@ -38,31 +43,64 @@ typedef struct JournalRecord {
         const char *env;       /* environment name */
         const char *id;        /* token id */
         const char *old_id;    /* previous token id */
-        const char *name;      /* token name (SCAN) */
+        const char *name;      /* token name (SCAN; optional in CREATE) */
         usec_t at;             /* CREATE, RETIRE, REVOKED, SCAN: a CLOCK_REALTIME time */
         usec_t created;        /* JOB, DELIVERED, ROTATED */
         usec_t expires;        /* JOB, DELIVERED, ROTATED; USEC_INFINITY = never */
-        usec_t grace;          /* RETIRE */
+        usec_t grace;          /* RETIRE, SCAN */
+        usec_t until;          /* SCAN: end of the window of create attempts it covers */
 } JournalRecord;
 
 typedef struct Journal Journal;
 
 /* Called for each record in order during replay; pointers valid during the call only.
- * A negative return aborts the open with that error. */
+ * Only records of complete batches are replayed: the whole file is checked first, so
+ * the callback never sees half a batch. A negative return aborts the open with that
+ * error. */
 typedef int (*journal_replay_t)(const JournalRecord *r, void *userdata);
 
-/* Opens (creating if needed) DIR/journal: creates DIR (0700) if missing, takes an
- * exclusive flock() on DIR (-EBUSY: another instance runs), replays, drops a torn last
- * record (crash mid-append) with a warning. On damage elsewhere returns -EBADMSG and
- * *ret_error = "DIR/journal: offset N: what is wrong"; nothing is modified then. */
+/* Opens DIR/journal for appending: creates DIR (0700) if missing, takes an exclusive
+ * flock() on DIR, replays. A missing journal is created atomically (header written to
+ * DIR/journal.tmp, fsync, rename, fsync DIR); a leftover journal.tmp or journal.new is
+ * removed. A torn last batch (crash mid-append) is dropped with a warning and cut off
+ * by the next append. A journal in the previous format (version 1) is replayed and then
+ * rewritten atomically in the current one.
+ * Returns 0, or:
+ *   -EBADMSG  the journal needs an operator: damaged (a bad record or batch anywhere but
+ *             at the torn end), empty or cut short inside its header, of an unknown
+ *             version, not a regular file, or missing while DIR/journal.new exists.
+ *             Restarting will not help, and nothing was modified. *ret_error is
+ *             "DIR/journal: offset N: what is wrong" (for the missing journal
+ *             "DIR/journal: missing, but ...").
+ *   -EBUSY    another instance holds the lock.
+ *   -ENOMEM, -EFBIG (larger than 1 GiB), or the -errno of a failed system call (EACCES,
+ *             EROFS, ENOSPC, EIO...).
+ *   the replay callback's error, with "DIR/journal: offset N: replaying TYPE record
+ *             failed: ..." in *ret_error.
+ * *ret_error (if not NULL) is set on every failure but -ENOMEM and -EINVAL (bad
+ * arguments), and NULL on success. */
 int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journal **ret,
                  char **ret_error);
+
+/* Replays DIR/journal for a tool (a state dump, a status reader while the daemon is
+ * down or running): takes no lock, creates, truncates, upgrades and removes nothing,
+ * and opens the file read-only. A torn last batch is ignored (reported at LOG_NOTICE:
+ * a running daemon may be writing it). Returns 0, -ENOENT when there is no journal (or
+ * no DIR) and no journal.new, and otherwise the errors of journal_open() but -EBUSY,
+ * with *ret_error set likewise. */
+int journal_open_readonly(const char *dir, journal_replay_t replay, void *userdata,
+                          char **ret_error);
+
 Journal *journal_close(Journal *j);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Journal *, journal_close);
 
-/* Appends n records in one write and one fdatasync. Returns 0 once they are durable,
- * -errno otherwise (ENOSPC, EROFS, EIO...): then the file is truncated back to where it
- * was, as if nothing had been appended. */
+/* Appends n records as one batch, in one write and one fdatasync: replay yields all of
+ * them or, if the write was torn by a crash, none. Space for the batch is reserved
+ * before anything is written, so a full disk fails it without writing a byte (where
+ * the file system can reserve). Returns 0 once they are durable, -errno otherwise
+ * (ENOSPC, EROFS, EIO...): then the file is truncated back to where it was, as if
+ * nothing had been appended. -EINVAL for an invalid record, -E2BIG for a record line
+ * over 4096 bytes or more than 1,000,000 records; nothing is written then. */
 int journal_append(Journal *j, const JournalRecord *records, size_t n);
 
 /* Number of records in the file since the last compaction (for deciding when to compact). */
@@ -70,7 +108,9 @@ size_t journal_n_records(Journal *j);
 uint64_t journal_size(Journal *j);
 
 /* Rewrites the journal with just the records that `emit` hands to journal_compact_add(),
- * atomically (journal.new, fsync, rename, fsync dir). On failure the old file stays. */
+ * atomically (journal.new, fsync, rename, fsync dir). On failure the old file stays.
+ * Each record added is a batch of its own: the file is renamed into place only when
+ * complete, so it is one complete state. */
 typedef int (*journal_emit_t)(Journal *j, void *userdata);
 int journal_compact(Journal *j, journal_emit_t emit, void *userdata);
 int journal_compact_add(Journal *j, const JournalRecord *r);

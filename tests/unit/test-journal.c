@@ -18,13 +18,15 @@
 #include "dtrotated-journal.h"
 #include "dtrotated-util.h"
 
-#define HEADER "dtrotated-journal 1\n"
+#define HEADER "dtrotated-journal 2\n"
+#define HEADER_V1 "dtrotated-journal 1\n"
 
 typedef struct Fixture {
         char tmp[64];
         char dir[96];
         char path[128];
         char path_new[128];
+        char path_tmp[128];
         bool mounted;
 } Fixture;
 
@@ -37,6 +39,7 @@ static int setup(void **state) {
         snprintf(f->dir, sizeof(f->dir), "%s/state", f->tmp);
         snprintf(f->path, sizeof(f->path), "%s/journal", f->dir);
         snprintf(f->path_new, sizeof(f->path_new), "%s/journal.new", f->dir);
+        snprintf(f->path_tmp, sizeof(f->path_tmp), "%s/journal.tmp", f->dir);
         *state = f;
         return 0;
 }
@@ -131,8 +134,8 @@ static char *describe(const JournalRecord *r) {
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (values[i])
                         fprintf(f, " %s=[%s]", names[i], values[i]);
-        fprintf(f, " at=%" PRIu64 " created=%" PRIu64 " expires=%" PRIu64 " grace=%" PRIu64,
-                r->at, r->created, r->expires, r->grace);
+        fprintf(f, " at=%" PRIu64 " created=%" PRIu64 " expires=%" PRIu64 " grace=%" PRIu64 " until=%" PRIu64,
+                r->at, r->created, r->expires, r->grace, r->until);
         assert_int_equal(fclose(f), 0);
         return TAKE_PTR(text);
 }
@@ -182,10 +185,25 @@ static Journal *open_ok(Fixture *f, Collector *c) {
         return j;
 }
 
-/* Opening must fail with r and exactly this message, replay nothing, change nothing. */
-static void open_fails(Fixture *f, int expected, const char *message) {
+static struct timespec file_mtime(const char *path) {
+        struct stat st;
+
+        assert_int_equal(stat(path, &st), 0);
+        return st.st_mtim;
+}
+
+static void assert_same_time(struct timespec a, struct timespec b) {
+        assert_int_equal(a.tv_sec, b.tv_sec);
+        assert_int_equal(a.tv_nsec, b.tv_nsec);
+}
+
+/* Opening must fail with r and exactly this message, replay nothing, change nothing;
+ * the same for the read-only open, whose message may differ (ro_message; NULL: the
+ * same). */
+static void open_fails_ro(Fixture *f, int expected, const char *message, const char *ro_message) {
         _cleanup_free_ char *before = NULL, *after = NULL, *error = NULL;
         size_t size_before, size_after;
+        struct timespec mtime = file_mtime(f->path);
         Collector c = {};
         Journal *j = NULL;
 
@@ -196,10 +214,25 @@ static void open_fails(Fixture *f, int expected, const char *message) {
         if (message)
                 assert_string_equal(error, message);
         assert_int_equal(c.n, 0);
+        free(error);
+        error = NULL;
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), expected);
+        assert_non_null(error);
+        if (ro_message || message)
+                assert_string_equal(error, ro_message ?: message);
+        assert_int_equal(c.n, 0);
+
         after = read_file(f->path, &size_after);
         assert_int_equal(size_before, size_after);
         assert_memory_equal(before, after, size_before);
+        assert_same_time(mtime, file_mtime(f->path));
+        assert_false(file_exists(f->path_tmp));
+        assert_false(file_exists(f->path_new));
         collector_done(&c);
+}
+
+static void open_fails(Fixture *f, int expected, const char *message) {
+        open_fails_ro(f, expected, message, NULL);
 }
 
 static void assert_records(const Collector *c, const JournalRecord *expected, size_t n) {
@@ -290,6 +323,8 @@ static void test_new_journal(void **state) {
         data = read_file(f->path, &size);
         assert_int_equal(size, strlen(HEADER));
         assert_memory_equal(data, HEADER, size);
+        assert_false(file_exists(f->path_tmp)); /* created atomically, nothing left over */
+        assert_false(file_exists(f->path_new));
         assert_int_equal(stat(f->dir, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0700);
         assert_int_equal(stat(f->path, &st), 0);
@@ -321,17 +356,26 @@ static void test_golden_format(void **state) {
                 { .type = JOURNAL_JOB, .job = "deploy", .env = "prod", .id = "dt0c01.ABC",
                   .created = 1700000000000000, .expires = USEC_INFINITY },
                 { .type = JOURNAL_SCAN, .job = "a b", .env = "", .name = "x=y%z\xc3\xbc", .at = 5 },
+                { .type = JOURNAL_CREATE, .job = "deploy", .env = "prod", .old_id = "dt0c01.ABC",
+                  .name = "deploy token", .at = 7 },
+                { .type = JOURNAL_SCAN, .job = "deploy", .env = "prod", .name = "deploy token", .at = 7,
+                  .grace = USEC_PER_WEEK, .until = 9 },
         };
-        /* Checksums computed independently with Python's zlib.crc32(). */
+        /* Checksums computed independently with Python's zlib.crc32(). A batch of two
+         * records, then two batches of one (no batch=). */
         const char *expected =
                 HEADER
-                "d40ac4ed job job=deploy env=prod id=dt0c01.ABC created=1700000000000000 expires=never\n"
-                "892cb32b scan job=a%20b env= name=x%3Dy%25z%C3%BC at=5\n";
+                "e95efecc job job=deploy env=prod id=dt0c01.ABC created=1700000000000000 expires=never batch=1/2\n"
+                "776073c9 scan job=a%20b env= name=x%3Dy%25z%C3%BC at=5 batch=2/2\n"
+                "1463f592 create job=deploy env=prod old=dt0c01.ABC name=deploy%20token at=7\n"
+                "f3da0796 scan job=deploy env=prod name=deploy%20token at=7 grace=604800000000 until=9\n";
         _cleanup_free_ char *data = NULL;
         size_t size;
 
         Journal *j = open_ok(f, NULL);
         assert_int_equal(journal_append(j, r, 2), 0);
+        assert_int_equal(journal_append(j, &r[2], 1), 0);
+        assert_int_equal(journal_append(j, &r[3], 1), 0);
         journal_close(j);
         data = read_file(f->path, &size);
         assert_string_equal(data, expected);
@@ -344,7 +388,8 @@ static void test_roundtrip_all_types(void **state) {
         const JournalRecord r[] = {
                 { .type = JOURNAL_JOB, .job = weird, .env = "e n v", .id = "dt0c01.X",
                   .created = 1, .expires = USEC_INFINITY },
-                { .type = JOURNAL_CREATE, .job = "j", .env = "", .old_id = "%", .at = 1234567890123456 },
+                { .type = JOURNAL_CREATE, .job = "j", .env = "", .old_id = "%", .name = weird,
+                  .at = 1234567890123456 },
                 { .type = JOURNAL_DELIVERED, .job = "j", .env = "e", .old_id = "o", .id = "=",
                   .created = 11, .expires = USEC_INFINITY },
                 { .type = JOURNAL_ROTATED, .job = "j", .env = "e", .old_id = "o", .id = "i",
@@ -352,7 +397,8 @@ static void test_roundtrip_all_types(void **state) {
                 { .type = JOURNAL_RETIRE, .job = "", .env = "e", .id = "i", .at = 7, .grace = USEC_PER_WEEK },
                 { .type = JOURNAL_REVOKED, .env = "e", .id = "i", .at = 8 },
                 { .type = JOURNAL_DELETED, .env = "e", .id = "i" },
-                { .type = JOURNAL_SCAN, .job = "j", .env = "e", .name = weird, .at = 9 },
+                { .type = JOURNAL_SCAN, .job = "j", .env = "e", .name = weird, .at = 9,
+                  .grace = USEC_PER_DAY, .until = USEC_INFINITY },
                 { .type = JOURNAL_SCANNED, .job = "j", .env = "e" },
                 { .type = JOURNAL_FORGET, .job = "\x01\x7f\x80\xff" },
                 /* The same with the optional keys left out (times 0, strings NULL). */
@@ -384,7 +430,8 @@ static void test_roundtrip_all_types(void **state) {
         /* The raw text: escapes, empty values, "never", no key for a 0 time. */
         data = read_file(f->path, &size);
         assert_non_null(strstr(data, " job=na%20me%3D%25x%20%C3%A9%E2%82%AC%09%0A~! env=e%20n%20v id=dt0c01.X created=1 expires=never\n"));
-        assert_non_null(strstr(data, " create job=j env= old=%25 at=1234567890123456\n"));
+        assert_non_null(strstr(data, " create job=j env= old=%25 name=na%20me%3D%25x%20%C3%A9%E2%82%AC%09%0A~! at=1234567890123456\n"));
+        assert_non_null(strstr(data, " at=9 grace=86400000000 until=never\n"));
         assert_non_null(strstr(data, " created=18446744073709551614 expires=42\n"));
         assert_non_null(strstr(data, " forget job=%01%7F%80%FF\n"));
         assert_non_null(strstr(data, " job job=j env=e id=i\n"));
@@ -444,6 +491,8 @@ static void test_append_rejects_invalid(void **state) {
                 { .type = JOURNAL_RETIRE, .job = "j", .id = "i" },                    /* no env */
                 { .type = JOURNAL_FORGET, .job = "j", .grace = 5 },                   /* grace not allowed */
                 { .type = JOURNAL_DELETED, .env = "e", .id = "i", .name = "n" },      /* name not allowed */
+                { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .until = 3 },        /* until not allowed */
+                { .type = JOURNAL_CREATE, .job = "j", .env = "e", .grace = 3 },       /* grace not allowed */
                 { .type = _JOURNAL_TYPE_MAX, .job = "j" },
                 { .type = (JournalType) -1, .job = "j" },
         };
@@ -459,6 +508,8 @@ static void test_append_rejects_invalid(void **state) {
         }
         assert_int_equal(journal_append(j, NULL, 1), -EINVAL);
         assert_int_equal(journal_append(NULL, five, 1), -EINVAL);
+        /* A batch of more than 1,000,000 records is refused before any is looked at. */
+        assert_int_equal(journal_append(j, five, 1000001), -E2BIG);
 
         /* Too long: the line would exceed 4096 bytes. 1500 '=' make 4500 bytes escaped. */
         longname = malloc(1501);
@@ -498,22 +549,33 @@ static void test_append_rejects_invalid(void **state) {
         collector_done(&c);
 }
 
-/* Append five records, then the given tail: reopening must replay the five, cut the
- * file back to them, and appending must work afterwards. */
+/* Append five records, then the given tail: reopening must replay the five and leave
+ * the file alone; the next append cuts the tail off before it writes. */
 static void check_torn(Fixture *f, const void *tail, size_t tail_size) {
+        _cleanup_free_ char *before = NULL, *after = NULL, *error = NULL;
+        size_t size_before, size_after;
         Collector c = {};
         uint64_t good;
 
         append_five(f);
         good = file_size(f->path);
         append_file(f->path, tail, tail_size);
+        before = read_file(f->path, &size_before);
+
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), 0);
+        assert_null(error);
+        assert_records(&c, five, 5);
+        collector_done(&c);
 
         Journal *j = open_ok(f, &c);
         assert_records(&c, five, 5);
-        assert_int_equal(file_size(f->path), good);
+        after = read_file(f->path, &size_after);
+        assert_int_equal(size_before, size_after);
+        assert_memory_equal(before, after, size_before);
         assert_int_equal(journal_size(j), good);
         assert_int_equal(journal_n_records(j), 5);
         assert_int_equal(journal_append(j, &five[0], 1), 0);
+        assert_int_equal(journal_size(j), file_size(f->path));
         journal_close(j);
         collector_done(&c);
 
@@ -607,8 +669,8 @@ static void test_bad_header(void **state) {
         _cleanup_free_ char *expected = NULL;
 
         assert_int_equal(mkdir(f->dir, 0700), 0);
-        replace_file(f->path, "dtrotated-journal 2\n", 20);
-        expected = strdup_printf("%s: offset 0: unsupported journal version '2'", f->path);
+        replace_file(f->path, "dtrotated-journal 3\n", 20);
+        expected = strdup_printf("%s: offset 0: unsupported journal version '3'", f->path);
         open_fails(f, -EBADMSG, expected);
         free(expected);
 
@@ -617,41 +679,53 @@ static void test_bad_header(void **state) {
         open_fails(f, -EBADMSG, expected);
         free(expected);
 
+        replace_file(f->path, "dtrotated-journal\n", 18);
+        expected = strdup_printf("%s: offset 0: not a dtrotated journal (bad header)", f->path);
+        open_fails(f, -EBADMSG, expected);
+        free(expected);
+
+        replace_file(f->path, "dtrotated-journal 1x\n", 21);
+        expected = strdup_printf("%s: offset 0: unsupported journal version '1x'", f->path);
+        open_fails(f, -EBADMSG, expected);
+        free(expected);
+
         replace_file(f->path, "[Unit]\nDescription=x\n", 21);
         expected = strdup_printf("%s: offset 0: not a dtrotated journal (bad header)", f->path);
         open_fails(f, -EBADMSG, expected);
 }
 
-static void test_unwritten_header(void **state) {
+/* Journals are created atomically, so an empty journal or one cut short inside its
+ * header lost whatever it held: refused, and left as it is for the operator. */
+static void test_empty_or_partial_header(void **state) {
         Fixture *f = *state;
         const struct {
                 const char *data;
                 size_t size;
         } cases[] = {
                 { "", 0 },
+                { "d", 1 },
                 { "dtrotated-jou", 13 },
+                { "dtrotated-journal ", 18 },
                 { "dtrotated-journal 1", 19 },
+                { "dtrotated-journal 2", 19 },
                 { "dtrotated-jo\0\0\0\0", 16 },
+                { "dtrotated-journal 2\0\0", 21 },
                 { "\0\0\0\0\0\0\0\0", 8 },
         };
 
         assert_int_equal(mkdir(f->dir, 0700), 0);
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                _cleanup_free_ char *data = NULL;
-                size_t size;
-                Collector c = {};
+                const char *what = cases[i].size == 0 ? "empty journal" : "incomplete header";
+                _cleanup_free_ char *expected = strdup_printf(
+                        "%s: offset 0: %s (truncated?); refusing to start: pending revoke/delete steps "
+                        "may have been lost. See dtrotated(8), RECOVERY", f->path, what);
+                _cleanup_free_ char *expected_ro = strdup_printf(
+                        "%s: offset 0: %s (truncated?); pending revoke/delete steps may have been lost. "
+                        "See dtrotated(8), RECOVERY", f->path, what);
 
                 replace_file(f->path, cases[i].data, cases[i].size);
-                Journal *j = open_ok(f, &c);
-                assert_int_equal(c.n, 0);
-                data = read_file(f->path, &size);
-                assert_string_equal(data, HEADER);
-                assert_int_equal(journal_append(j, five, 1), 0);
-                journal_close(j);
-                j = open_ok(f, &c);
-                assert_int_equal(c.n, 1);
-                journal_close(j);
-                collector_done(&c);
+                assert_int_equal(file_size(f->path), cases[i].size);
+                open_fails_ro(f, -EBADMSG, expected, expected_ro);
         }
 }
 
@@ -685,6 +759,22 @@ static void test_semantic_damage(void **state) {
                 { "forget job", "field 'job' without '='" },
                 { "forget job=\x01", "invalid byte 0x01" },
                 { "forget job=\xc3\xa9", "invalid byte 0xc3" },
+                { "create job=a env=b grace=5", "grace= not allowed in a create record" },
+                { "job job=a env=b id=c until=5", "until= not allowed in a job record" },
+                /* Batch markers: a bad one, or record K > 1 without the ones before it. */
+                { "forget job=a batch=1/1", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=0/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=3/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=01/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=1/02", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=1/1000001", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=1/2x", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=12", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
+                { "forget job=a batch=1/2 batch=2/2", "duplicate key batch=" },
+                { "forget job=a batch=2/2", "record 2 of 2 of a batch without its first record" },
+                { "forget job=a batch=1000000/1000000", "record 1000000 of 1000000 of a batch without its first record" },
                 { NULL, "record too long (4097 bytes, at most 4096)" },
         };
 
@@ -725,6 +815,11 @@ static void test_locked(void **state) {
         assert_null(j2);
         expected = strdup_printf("%s: locked by another dtrotated instance", f->dir);
         assert_string_equal(error, expected);
+        /* The read-only open takes no lock. */
+        free(error);
+        error = NULL;
+        assert_int_equal(journal_open_readonly(f->dir, NULL, NULL, &error), 0);
+        assert_null(error);
         journal_close(j1);
 
         j2 = open_ok(f, NULL); /* the lock went with the first */
@@ -879,9 +974,16 @@ static void test_journal_new_without_journal(void **state) {
 
         append_five(f);
         assert_int_equal(rename(f->path, f->path_new), 0);
-        assert_int_equal(journal_open(f->dir, NULL, NULL, &j, &error), -ENOENT);
+        assert_int_equal(journal_open(f->dir, NULL, NULL, &j, &error), -EBADMSG);
         assert_null(j);
         assert_non_null(error);
+        assert_non_null(strstr(error, "journal.new exists"));
+        assert_true(file_exists(f->path_new));
+        assert_false(file_exists(f->path));
+        assert_false(file_exists(f->path_tmp));
+        free(error);
+        error = NULL;
+        assert_int_equal(journal_open_readonly(f->dir, NULL, NULL, &error), -EBADMSG);
         assert_non_null(strstr(error, "journal.new exists"));
         assert_true(file_exists(f->path_new));
         assert_false(file_exists(f->path));
@@ -1070,7 +1172,7 @@ int main(void) {
                 T(test_corrupt_middle_lost_newline),
                 T(test_corrupt_then_garbage_then_valid),
                 T(test_bad_header),
-                T(test_unwritten_header),
+                T(test_empty_or_partial_header),
                 T(test_semantic_damage),
                 T(test_locked),
                 T(test_replay_error),
