@@ -6,8 +6,10 @@
  *   IDLE --due--> LOOKUP_OLD --> CREATE --> LOOKUP_NEW --> (deliver) --> HOOK --> IDLE
  *                    (file)     [create]    (staged file)   [delivered]  [rotated+retire]
  *
- * The old token is then retired independently (dtrotated-retire.c): revoke after
- * revoke_delay, delete grace_period after the confirmed revoke. */
+ * The persistent phase (dtrotated-manager.h has the crash table) changes only through
+ * job_apply_record(), for replay and live transitions alike (manager_record()). The old
+ * token is retired independently (dtrotated-retire.c), leftovers of ambiguous creates
+ * are looked for independently (dtrotated-scan.c): neither ever delays a rotation. */
 #include <search.h>
 #include <sys/stat.h>
 
@@ -16,17 +18,23 @@
 #include "dtrotated-manager.h"
 #include "dtrotated-util.h"
 
-#define SCAN_SETTLE (2 * USEC_PER_SEC)
-
 static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_INIT] = "init",         [JOB_IDLE] = "idle",
         [JOB_LOOKUP_OLD] = "lookup", [JOB_CREATE] = "create",
         [JOB_LOOKUP_NEW] = "verify", [JOB_HOOK] = "hook",
-        [JOB_SCAN] = "scan",
+};
+
+static const char *const job_phase_table[_PHASE_MAX] = {
+        [PHASE_NEW] = "new",         [PHASE_IDLE] = "idle",
+        [PHASE_INTENT] = "intent",   [PHASE_DELIVERED] = "delivered",
 };
 
 const char *job_state_to_string(JobState s) {
         return s < _JOB_STATE_MAX ? job_state_table[s] : "?";
+}
+
+const char *job_phase_to_string(JobPhase p) {
+        return p < _PHASE_MAX ? job_phase_table[p] : "?";
 }
 
 static void job_step(Job *j);
@@ -64,9 +72,6 @@ static void job_clear_rotation(Job *j) {
         j->new_secret = erase_and_free(j->new_secret);
         free(j->new_id);
         j->new_id = NULL;
-        j->scan_candidates = strv_free(j->scan_candidates);
-        j->scan_leftovers = strv_free(j->scan_leftovers);
-        j->scan_index = 0;
 }
 
 Job *job_free(Job *j) {
@@ -80,9 +85,8 @@ Job *job_free(Job *j) {
         free(j->name);
         free(j->last_error);
         free(j->cur_id);
-        free(j->create_old);
+        free(j->create_name);
         free(j->delivered_id);
-        free(j->scan_name);
         free(j);
         return NULL;
 }
@@ -119,38 +123,26 @@ static int set_str(char **p, const char *v) {
         return 0;
 }
 
-/* ---- journal replay ---- */
+/* ---- records: the only place the persistent phase changes ---- */
 
 static int replay_inconsistent(const JournalRecord *r, const char *what) {
-        log_error("Journal: %s record for %s %s: %s; refusing to guess (inspect the journal)",
+        log_error("Journal: %s record for %s %s: %s; refusing to guess (see RECOVERY in dtrotated(8))",
                   journal_type_to_string(r->type), r->job ? "job" : "token",
                   r->job ? r->job : strna(r->id), what);
         return -EBADMSG;
 }
 
+static void job_clear_intent(Job *j) {
+        j->create_first = j->create_last = 0;
+        j->create_name = (free(j->create_name), NULL);
+        j->delivered_id = (free(j->delivered_id), NULL);
+        j->delivered_created = 0;
+        j->delivered_expires = USEC_INFINITY;
+}
+
 int job_apply_record(Manager *m, const JournalRecord *r) {
-        Retirement *ret;
-        Job *j = NULL;
+        Job *j = manager_find_job(m, r->job);
 
-        if (r->type == JOURNAL_RETIRE) {
-                if (manager_find_retirement(m, r->env, r->id))
-                        return 0; /* written again after a retried step */
-                return retirement_new(m, r->env, r->id, r->job, r->at, r->grace) ? 0 : -ENOMEM;
-        }
-        if (r->type == JOURNAL_REVOKED || r->type == JOURNAL_DELETED) {
-                ret = manager_find_retirement(m, r->env, r->id);
-                if (!ret)
-                        return replay_inconsistent(r, "no retirement of that token was recorded");
-                if (r->type == JOURNAL_DELETED)
-                        retirement_unlink_and_free(ret);
-                else {
-                        ret->state = RETIRE_WAIT_DELETE;
-                        ret->delete_at = r->at;
-                }
-                return 0;
-        }
-
-        j = manager_find_job(m, r->job);
         if (!j && !(j = job_new(m, r->job)))
                 return -ENOMEM;
         switch (r->type) {
@@ -160,32 +152,29 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                         return -ENOMEM;
                 j->cur_created = r->created;
                 j->cur_expires = r->expires;
-                if (r->type == JOURNAL_ROTATED) {
-                        j->create_at = 0;
-                        j->delivered_id = (free(j->delivered_id), NULL);
-                }
+                if (r->type == JOURNAL_ROTATED && r->at)
+                        j->rotated_at = r->at;
+                /* A JOB record during an intent: the operator put another token in the
+                 * file; the intent's scan was recorded in the same batch. */
+                job_clear_intent(j);
+                j->phase = PHASE_IDLE;
                 break;
         case JOURNAL_CREATE:
-                j->create_at = r->at;
-                if (set_str(&j->create_old, r->old_id) < 0)
+                if (j->phase != PHASE_INTENT)
+                        j->create_first = r->at;
+                j->create_last = r->at;
+                if (r->name && set_str(&j->create_name, r->name) < 0)
                         return -ENOMEM;
+                j->phase = PHASE_INTENT;
                 break;
         case JOURNAL_DELIVERED:
-                if (!j->create_at)
+                if (j->phase != PHASE_INTENT)
                         return replay_inconsistent(r, "delivered without a create");
                 if (set_str(&j->delivered_id, r->id) < 0)
                         return -ENOMEM;
                 j->delivered_created = r->created;
                 j->delivered_expires = r->expires;
-                break;
-        case JOURNAL_SCAN:
-                if (!j->scan_at || r->at < j->scan_at)
-                        j->scan_at = r->at;
-                if (set_str(&j->scan_name, r->name) < 0)
-                        return -ENOMEM;
-                break;
-        case JOURNAL_SCANNED:
-                j->scan_at = 0;
+                j->phase = PHASE_DELIVERED;
                 break;
         case JOURNAL_FORGET:
                 job_unlink_and_free(j);
@@ -204,45 +193,66 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
 }
 
 int job_emit_records(Job *j) {
+        Journal *jn = j->manager->journal;
         const char *env = j->env ? j->env->name : NULL;
         int r = 0;
 
         if (j->cur_id)
-                r = journal_compact_add(j->manager->journal, &(JournalRecord) {
-                        .type = JOURNAL_JOB, .job = j->name, .env = env, .id = j->cur_id,
-                        .created = j->cur_created, .expires = j->cur_expires });
-        if (r >= 0 && j->create_at)
-                r = journal_compact_add(j->manager->journal, &(JournalRecord) {
-                        .type = JOURNAL_CREATE, .job = j->name, .env = env,
-                        .old_id = j->create_old, .at = j->create_at });
-        if (r >= 0 && j->delivered_id)
-                r = journal_compact_add(j->manager->journal, &(JournalRecord) {
+                r = journal_compact_add(jn, &(JournalRecord) {
+                        .type = j->rotated_at ? JOURNAL_ROTATED : JOURNAL_JOB, .job = j->name,
+                        .env = env, .id = j->cur_id, .created = j->cur_created,
+                        .expires = j->cur_expires, .at = j->rotated_at });
+        if (r >= 0 && j->phase >= PHASE_INTENT) {
+                /* First and last attempt: the window a later scan covers. */
+                r = journal_compact_add(jn, &(JournalRecord) {
+                        .type = JOURNAL_CREATE, .job = j->name, .env = env, .old_id = j->cur_id,
+                        .name = j->create_name, .at = j->create_first });
+                if (r >= 0 && j->create_last != j->create_first)
+                        r = journal_compact_add(jn, &(JournalRecord) {
+                                .type = JOURNAL_CREATE, .job = j->name, .env = env,
+                                .old_id = j->cur_id, .name = j->create_name, .at = j->create_last });
+        }
+        if (r >= 0 && j->phase == PHASE_DELIVERED)
+                r = journal_compact_add(jn, &(JournalRecord) {
                         .type = JOURNAL_DELIVERED, .job = j->name, .env = env, .id = j->delivered_id,
-                        .old_id = j->create_old, .created = j->delivered_created,
+                        .old_id = j->cur_id, .created = j->delivered_created,
                         .expires = j->delivered_expires });
-        if (r >= 0 && j->scan_at)
-                r = journal_compact_add(j->manager->journal, &(JournalRecord) {
-                        .type = JOURNAL_SCAN, .job = j->name, .env = env, .name = j->scan_name,
-                        .at = j->scan_at });
         return r;
 }
 
 /* ---- scheduling ---- */
 
+static usec_t usec_add(usec_t a, usec_t b) {
+        return a > USEC_INFINITY - b ? USEC_INFINITY : a + b;
+}
+
+/* A token is due at creation + rotate_every, or at expiry - renew_before if earlier. The
+ * expiry is the one the API reports, not the one asked for: a tenant policy may cap the
+ * lifetime. When renew_before cannot be met for a token the daemon made, renew at two
+ * thirds of its real lifetime (a token found in the file that close to its expiry is
+ * simply due). Never sooner than a tenth of rotate_every after the last rotation (local
+ * clock), so that no answer and no clock can make a job spin. */
 static usec_t job_due(Job *j) {
         const JobConfig *c = j->config;
-        usec_t due = j->cur_created + c->rotate_every;
+        usec_t due = usec_add(j->cur_created, c->rotate_every);
 
         if (j->cur_expires != USEC_INFINITY) {
-                usec_t early = j->cur_expires > c->renew_before ? j->cur_expires - c->renew_before : 0;
-                if (early < due)
-                        due = early;
+                usec_t life = j->cur_expires > j->cur_created ? j->cur_expires - j->cur_created : 0;
+                usec_t early = c->renew_before < life ? j->cur_expires - c->renew_before
+                             : j->rotated_at ? j->cur_created + life / 3 * 2 : 0;
+                due = MIN(due, early);
         }
+        if (j->rotated_at)
+                due = MAX(due, usec_add(j->rotated_at, c->rotate_every / 10));
         return due;
 }
 
 bool job_is_active(Job *j) {
-        return j->call || j->hook || event_source_is_armed(j->timer);
+        return j->call || j->hook || event_source_is_armed(j->timer) || j->waiting_self;
+}
+
+bool job_is_creating(const Job *j) {
+        return (j->call && j->call->op == API_CREATE) || (j->new_secret && !j->new_id);
 }
 
 static void job_changed(Job *j) {
@@ -348,8 +358,6 @@ static void job_fail_stage(Job *j, int error) {
 static void on_lookup_old(ApiResult *res, void *userdata);
 static void on_create(ApiResult *res, void *userdata);
 static void on_lookup_new(ApiResult *res, void *userdata);
-static void on_list(ApiResult *res, void *userdata);
-static void on_get(ApiResult *res, void *userdata);
 static void job_run_hook(Job *j);
 
 static Call *job_call(Job *j, ApiOp op, call_done_t done) {
@@ -357,11 +365,6 @@ static Call *job_call(Job *j, ApiOp op, call_done_t done) {
         if (!c)
                 log_job(LOG_ERR, j->name, NULL, NULL, NULL, -ENOMEM, "out of memory");
         return c;
-}
-
-static bool job_is_management_token(Job *j) {
-        const EnvConfig *e = j->env ? j->env->config : NULL;
-        return e && e->management_token_file && streq(e->management_token_file, j->config->file);
 }
 
 static void job_step_lookup_old(Job *j) {
@@ -384,8 +387,24 @@ static void job_step_lookup_old(Job *j) {
         call_submit(j->call);
 }
 
+/* The window of one create attempt that may have been carried out although its answer
+ * never arrived intact (or the process died): a scan looks for its token once any such
+ * create must have completed. */
+static int job_owe_scan(Job *j, usec_t attempt, JournalRecord *rec) {
+        const EnvConfig *ec = j->env->config;
+
+        *rec = (JournalRecord) {
+                .type = JOURNAL_SCAN, .job = j->name, .env = j->env->name,
+                .name = j->create_name ?: j->token_name, .at = attempt,
+                .until = usec_add(attempt, ec ? ec->request_timeout : 30 * USEC_PER_SEC),
+                .grace = j->config->grace_period,
+        };
+        return rec->name ? 0 : -EINVAL;
+}
+
 static void job_step_create(Job *j) {
         Manager *m = j->manager;
+        usec_t now;
         int r;
 
         if (j->new_secret) {
@@ -396,17 +415,14 @@ static void job_step_create(Job *j) {
                 j->state = JOB_LOOKUP_NEW;
                 return job_step(j);
         }
-        if (!j->create_at) {
-                usec_t now = now_realtime();
-                r = manager_journal_append(m, &(JournalRecord) {
-                        .type = JOURNAL_CREATE, .job = j->name, .env = j->env->name,
-                        .old_id = j->cur_id, .at = now }, 1);
-                if (r < 0)
-                        return job_fail_errno(j, r, "journal");
-                j->create_at = now;
-                if (set_str(&j->create_old, j->cur_id) < 0)
-                        return job_fail_errno(j, -ENOMEM, "create");
-        }
+        /* Every attempt is journaled before it is sent: its time bounds the window in
+         * which a leftover of it can have been created. */
+        now = now_realtime();
+        r = manager_record(m, &(JournalRecord) {
+                .type = JOURNAL_CREATE, .job = j->name, .env = j->env->name,
+                .old_id = j->cur_id, .name = j->token_name, .at = now }, 1);
+        if (r < 0)
+                return job_fail_errno(j, r, "journal");
         j->call = job_call(j, API_CREATE, on_create);
         if (!j->call)
                 return job_fail_errno(j, -ENOMEM, "create");
@@ -432,36 +448,6 @@ static void job_step_lookup_new(Job *j) {
         call_submit(j->call);
 }
 
-/* A create whose fate is unknown may still be carried out by the server for a while
- * after the client gave up (or died): until its request would have timed out, plus a
- * margin. Only then can a scan be sure to see it. */
-static void job_defer_scan(Job *j, usec_t from) {
-        usec_t timeout = j->env && j->env->config ? j->env->config->request_timeout : 30 * USEC_PER_SEC;
-        usec_t t = from + timeout + SCAN_SETTLE;
-
-        if (t > j->scan_not_before)
-                j->scan_not_before = t;
-}
-
-static void job_step_scan(Job *j) {
-        if (!j->scan_candidates && now_realtime() < j->scan_not_before) {
-                log_job(LOG_DEBUG, j->name, NULL, NULL, NULL, 0,
-                        "waiting for any late create to settle before looking for leftovers");
-                job_schedule(j, j->scan_not_before, true);
-                return;
-        }
-        if (!j->scan_candidates) {
-                j->call = job_call(j, API_LIST, on_list);
-        } else if (j->scan_index < strv_length(j->scan_candidates)) {
-                j->call = job_call(j, API_GET, on_get);
-                if (j->call && !(j->call->arg_id = strdup(j->scan_candidates[j->scan_index])))
-                        call_cancel(TAKE_PTR(j->call));
-        }
-        if (!j->call)
-                return job_fail_errno(j, -ENOMEM, "scan");
-        call_submit(j->call);
-}
-
 static void job_step(Job *j) {
         if (j->call || j->hook)
                 return; /* already under way */
@@ -483,14 +469,24 @@ static void job_step(Job *j) {
         case JOB_HOOK:
                 job_run_hook(j);
                 break;
-        case JOB_SCAN:
-                job_step_scan(j);
-                break;
         case JOB_IDLE:
         default:
                 break;
         }
         manager_status_changed(j->manager);
+}
+
+void job_self_known(Job *j) {
+        if (!j->waiting_self)
+                return;
+        j->waiting_self = false;
+        if (j->env && j->env->self != ENV_SELF_KNOWN) {
+                char buf[512];
+                snprintf(buf, sizeof(buf), "cannot look up the management token of %s: %s", j->env->name,
+                         strna(j->env->auth_error));
+                return job_fail(j, false, buf, 0);
+        }
+        job_step(j);
 }
 
 /* Two jobs of one environment must not give their tokens one name: the name is how the
@@ -503,20 +499,55 @@ static const Job *job_name_clash(Job *j, const char *token_name) {
         return NULL;
 }
 
-static int job_record_current(Job *j, const TokenInfo *info) {
-        usec_t created = info->created ?: now_realtime(); /* unknown: count from first sight */
+static JournalRecord job_current_record(Job *j, const TokenInfo *info) {
+        return (JournalRecord) {
+                .type = JOURNAL_JOB, .job = j->name, .env = j->env->name, .id = info->id,
+                .created = info->created ?: now_realtime(), /* unknown: count from first sight */
+                .expires = info->expires };
+}
+
+/* Resuming an intent, the file holds a token that is not the old one. It is the one the
+ * interrupted rotation created only if the API shows our name, our owner and a creation
+ * time inside the create attempts; otherwise an operator put it there. */
+static void job_resume_other_token(Job *j, const TokenInfo *info) {
+        Manager *m = j->manager;
+        Env *e = j->env;
+        const char *want = j->create_name ?: j->config->token_name;
+        usec_t timeout = e->config ? e->config->request_timeout : 30 * USEC_PER_SEC;
+        JournalRecord recs[2];
+        bool ours;
         int r;
 
-        r = manager_journal_append(j->manager, &(JournalRecord) {
-                .type = JOURNAL_JOB, .job = j->name, .env = j->env->name, .id = info->id,
-                .created = created, .expires = info->expires }, 1);
+        if (e->self != ENV_SELF_KNOWN) {
+                j->waiting_self = true;
+                env_need_self(e);
+                return;
+        }
+        ours = (!want || streq_ptr(info->name, want)) && streq_ptr(info->owner, e->owner) &&
+               info->created && usec_add(info->created, m->scan_margin) >= j->create_first &&
+               info->created <= usec_add(usec_add(j->create_last, timeout), m->scan_margin) && !info->revoked;
+        if (ours) {
+                r = manager_record(m, &(JournalRecord) {
+                        .type = JOURNAL_DELIVERED, .job = j->name, .env = e->name, .id = info->id,
+                        .old_id = j->cur_id, .created = info->created, .expires = info->expires }, 1);
+                if (r < 0)
+                        return job_fail_errno(j, r, "journal");
+                log_job(LOG_INFO, j->name, NULL, j->cur_id, info->id, 0,
+                        "resuming: new token %s is already in %s", info->id, j->config->file);
+                job_succeeded(j);
+                j->state = JOB_HOOK;
+                return job_step(j);
+        }
+        log_job(LOG_WARNING, j->name, NULL, j->cur_id, info->id, 0,
+                "%s holds token %s, which is not the one the interrupted rotation created (name, owner or creation time differ): tracking it; %s is left alone",
+                j->config->file, info->id, strna(j->cur_id));
+        recs[1] = job_current_record(j, info);
+        r = job_owe_scan(j, j->create_last, &recs[0]);
+        r = manager_record(m, recs + (r < 0), r < 0 ? 1 : 2);
         if (r < 0)
-                return r;
-        if (set_str(&j->cur_id, info->id) < 0)
-                return -ENOMEM;
-        j->cur_created = created;
-        j->cur_expires = info->expires;
-        return 0;
+                return job_fail_errno(j, r, "journal");
+        job_succeeded(j);
+        job_go_idle(j);
 }
 
 static void on_lookup_old(ApiResult *res, void *userdata) {
@@ -529,29 +560,8 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
         j->call = NULL;
         if (res->class != API_OK)
                 return job_fail_result(j, res);
-
-        if (j->create_at && j->cur_id && !streq(info->id, j->cur_id)) {
-                /* Resuming an interrupted rotation: the new token already reached the file. */
-                if (set_str(&j->new_id, info->id) < 0)
-                        return job_fail_errno(j, -ENOMEM, "lookup");
-                j->new_created = info->created ?: now_realtime();
-                j->new_expires = info->expires;
-                r = manager_journal_append(j->manager, &(JournalRecord) {
-                        .type = JOURNAL_DELIVERED, .job = j->name, .env = j->env->name,
-                        .id = info->id, .old_id = j->cur_id, .created = j->new_created,
-                        .expires = j->new_expires }, 1);
-                if (r < 0)
-                        return job_fail_errno(j, r, "journal");
-                if (set_str(&j->delivered_id, info->id) < 0)
-                        return job_fail_errno(j, -ENOMEM, "lookup");
-                j->delivered_created = j->new_created;
-                j->delivered_expires = j->new_expires;
-                log_job(LOG_INFO, j->name, NULL, j->cur_id, info->id, 0,
-                        "resuming: new token %s is already in %s", info->id, j->config->file);
-                job_succeeded(j);
-                j->state = JOB_HOOK;
-                return job_step(j);
-        }
+        if (j->phase == PHASE_INTENT && j->cur_id && !streq(info->id, j->cur_id))
+                return job_resume_other_token(j, info);
 
         free(j->token_name);
         j->token_name = strdup(j->config->token_name ?: info->name);
@@ -568,7 +578,8 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
 
         if (!streq_ptr(info->id, j->cur_id)) {
                 bool first = !j->cur_id;
-                r = job_record_current(j, info);
+                JournalRecord rec = job_current_record(j, info);
+                r = manager_record(j->manager, &rec, 1);
                 if (r < 0)
                         return job_fail_errno(j, r, "journal");
                 log_job(LOG_INFO, j->name, NULL, NULL, info->id, 0, "%s token %s (%s), due %s",
@@ -594,20 +605,18 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
         if (strv_length(j->scopes) == 0)
                 return job_fail(j, true, "the token has no scopes and none are configured", 0);
 
-        if (j->create_at) {
-                /* An earlier create may or may not have happened and nothing reached the
-                 * file: owe a scan for leftovers, then create afresh. */
-                if (!j->scan_at) {
-                        r = manager_journal_append(j->manager, &(JournalRecord) {
-                                .type = JOURNAL_SCAN, .job = j->name, .env = j->env->name,
-                                .name = j->token_name, .at = j->create_at }, 1);
+        if (j->phase == PHASE_INTENT) {
+                /* The intent's creates did not reach the file; the last one may have
+                 * happened all the same (a dead process, a lost answer): owe a scan for
+                 * it, beside the job, then create afresh. */
+                const Scan *owed = manager_find_scan(j->manager, j->env->name, j->name);
+                JournalRecord rec;
+                if (job_owe_scan(j, j->create_last, &rec) >= 0 &&
+                    !(owed && owed->from <= rec.at && owed->until >= rec.until)) {
+                        r = manager_record(j->manager, &rec, 1);
                         if (r < 0)
                                 return job_fail_errno(j, r, "journal");
-                        j->scan_at = j->create_at;
-                        if (set_str(&j->scan_name, j->token_name) < 0)
-                                return job_fail_errno(j, -ENOMEM, "lookup");
                 }
-                j->create_at = 0;
         }
         job_succeeded(j);
         j->state = JOB_CREATE;
@@ -620,19 +629,14 @@ static void on_create(ApiResult *res, void *userdata) {
 
         j->call = NULL;
         if (res->class != API_OK) {
-                if (res->maybe_done && (!j->scan_at || j->create_at < j->scan_at)) {
-                        /* It may have been created anyway: look for it once a create has
-                         * surely succeeded and nothing can complete late. */
-                        r = manager_journal_append(j->manager, &(JournalRecord) {
-                                .type = JOURNAL_SCAN, .job = j->name, .env = j->env->name,
-                                .name = j->token_name, .at = j->create_at }, 1);
-                        if (r >= 0) {
-                                j->scan_at = j->create_at;
-                                (void) set_str(&j->scan_name, j->token_name);
-                        }
+                if (res->maybe_done) {
+                        /* It may have been created anyway: look for it beside the job once
+                         * nothing sent can complete any more. */
+                        JournalRecord rec;
+                        if (job_owe_scan(j, j->create_last, &rec) >= 0)
+                                (void) manager_record(j->manager, &rec, 1);
                 }
-                if (res->maybe_done)
-                        job_defer_scan(j, now_realtime());
+                scan_job_settled(j->manager, j->env->name, j->name);
                 return job_fail_result(j, res);
         }
         j->new_secret = TAKE_PTR(res->token);
@@ -642,6 +646,24 @@ static void on_create(ApiResult *res, void *userdata) {
         job_succeeded(j);
         j->state = JOB_LOOKUP_NEW;
         job_step(j);
+}
+
+/* The new token is in the file: every environment that authenticates with that file (this
+ * job's, or another one's through the same file or an alias of it) switches to it before
+ * anything else: the API refuses to revoke the token in use. */
+static void job_switch_auth(Job *j, const char *new_id) {
+        for (Env *e = j->manager->envs; e; e = e->next) {
+                int r;
+                if (!e->config || !env_uses_file(e, j->config->file))
+                        continue;
+                r = env_load_auth(e);
+                if (r < 0)
+                        log_job(LOG_ERR, j->name, NULL, NULL, NULL, r,
+                                "cannot re-read the new management token of %s: %m", e->name);
+                else
+                        log_job(LOG_INFO, j->name, NULL, j->cur_id, new_id, 0,
+                                "now authenticating to %s with the new token %s", e->name, new_id);
+        }
 }
 
 static void on_lookup_new(ApiResult *res, void *userdata) {
@@ -654,46 +676,44 @@ static void on_lookup_new(ApiResult *res, void *userdata) {
                 res->class = API_PERMANENT;
         if (res->class != API_OK) {
                 if (res->status == 404 || (res->class == API_PERMANENT && info->revoked)) {
-                        /* The staged token is useless: drop it and start the rotation over;
-                         * the create intent makes it scan for leftovers. */
+                        /* The staged token is useless: drop it and start the rotation over.
+                         * A revoked one still exists: retire it, it is ours. */
+                        if (info->revoked && info->id) {
+                                JournalRecord rec = {
+                                        .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name,
+                                        .id = info->id, .at = now_realtime(), .grace = j->config->grace_period };
+                                if (manager_record(j->manager, &rec, 1) < 0)
+                                        return job_fail_errno(j, -EIO, "journal");
+                        }
                         (void) deliver_discard_staged(j->config);
                         j->new_secret = erase_and_free(j->new_secret);
                         j->state = JOB_LOOKUP_OLD;
+                        scan_job_settled(j->manager, j->env->name, j->name);
                         return job_fail(j, false, "the new token is unknown to the API or revoked", 0);
                 }
                 return job_fail_result(j, res);
         }
+        if (set_str(&j->new_id, info->id) < 0)
+                return job_fail_errno(j, -ENOMEM, "lookup");
+        scan_job_settled(j->manager, j->env->name, j->name);
 
         r = deliver_commit(j->config);
         if (r < 0)
                 return job_fail_errno(j, r, "moving the new token into place");
-        /* Consumers now hold the new token. If it is our own management token, switch to
-         * it before anything else: the API refuses to revoke the token in use. */
-        if (job_is_management_token(j)) {
-                r = env_load_auth(j->env);
-                if (r < 0)
-                        log_job(LOG_ERR, j->name, NULL, NULL, NULL, r,
-                                "cannot re-read the new management token: %m");
-                else
-                        log_job(LOG_INFO, j->name, NULL, j->cur_id, info->id, 0,
-                                "now authenticating to %s with the new token %s", j->env->name, info->id);
-        }
+        job_switch_auth(j, info->id);
         j->new_secret = erase_and_free(j->new_secret);
         j->new_created = info->created ?: now_realtime();
         j->new_expires = info->expires;
 
-        r = manager_journal_append(j->manager, &(JournalRecord) {
+        r = manager_record(j->manager, &(JournalRecord) {
                 .type = JOURNAL_DELIVERED, .job = j->name, .env = j->env->name, .id = info->id,
                 .old_id = j->cur_id, .created = j->new_created, .expires = j->new_expires }, 1);
         if (r < 0) {
-                /* The file holds the new token: after a restart the file tells. Until then
-                 * keep going from memory. */
-                log_job(LOG_WARNING, j->name, NULL, NULL, NULL, r, "journal not updated: %m");
+                /* The file holds the new token: the resume path (lookup of the file's token
+                 * during the intent) finds it, now or after a restart. */
+                j->state = JOB_LOOKUP_OLD;
+                return job_fail_errno(j, r, "journal");
         }
-        if (set_str(&j->delivered_id, info->id) < 0)
-                return job_fail_errno(j, -ENOMEM, "deliver");
-        j->delivered_created = j->new_created;
-        j->delivered_expires = j->new_expires;
         log_job(LOG_INFO, j->name, NULL, j->cur_id, info->id, 0, "new token %s written to %s",
                 info->id, j->config->file);
         job_succeeded(j);
@@ -701,45 +721,61 @@ static void on_lookup_new(ApiResult *res, void *userdata) {
         job_step(j);
 }
 
+/* A tenant policy may cap token lifetimes below what was asked for: say so once per job,
+ * loudly when renew_before can no longer be met. */
+static void job_check_lifetime(Job *j) {
+        const JobConfig *c = j->config;
+        char d1[FORMAT_DURATION_MAX], d2[FORMAT_DURATION_MAX], d3[FORMAT_DURATION_MAX];
+        usec_t life;
+
+        if (j->cap_reported || j->cur_expires == USEC_INFINITY || c->expires_in == USEC_INFINITY)
+                return;
+        life = j->cur_expires > j->cur_created ? j->cur_expires - j->cur_created : 0;
+        if (usec_add(life, USEC_PER_MINUTE) >= c->expires_in)
+                return;
+        j->cap_reported = true;
+        format_duration(d1, sizeof(d1), life);
+        format_duration(d2, sizeof(d2), c->expires_in);
+        format_duration(d3, sizeof(d3), c->renew_before);
+        if (c->renew_before >= life)
+                log_job(LOG_CRIT, j->name, MSGID_EXPIRY, NULL, j->cur_id, 0,
+                        "the tenant caps token lifetime: token %s lives %s although %s was asked for; renew_before (%s) cannot be met, renewing at two thirds of the real lifetime (lower expires_in)",
+                        j->cur_id, d1, d2, d3);
+        else
+                log_job(LOG_WARNING, j->name, NULL, NULL, j->cur_id, 0,
+                        "the tenant caps token lifetime: token %s lives %s although %s was asked for",
+                        j->cur_id, d1, d2);
+}
+
 static void job_finish_rotation(Job *j) {
         Manager *m = j->manager;
         const JobConfig *c = j->config;
         usec_t now = now_realtime();
         char due[FORMAT_TIMESTAMP_MAX];
-        Retirement *ret;
+        _cleanup_free_ char *old = j->cur_id ? strdup(j->cur_id) : NULL;
         int r;
 
         JournalRecord recs[2] = {
-                { .type = JOURNAL_ROTATED, .job = j->name, .env = j->env->name, .id = j->delivered_id,
-                  .old_id = j->create_old, .created = j->delivered_created,
-                  .expires = j->delivered_expires },
-                { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->create_old,
+                /* One batch: the old token is never forgotten before its retirement is. */
+                { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
                   .at = now + c->revoke_delay, .grace = c->grace_period },
+                { .type = JOURNAL_ROTATED, .job = j->name, .env = j->env->name, .id = j->delivered_id,
+                  .old_id = j->cur_id, .created = j->delivered_created,
+                  .expires = j->delivered_expires, .at = now },
         };
-        bool retire = j->create_old && !streq(j->create_old, j->delivered_id);
+        bool retire = j->cur_id && !streq(j->cur_id, j->delivered_id);
 
-        r = manager_journal_append(m, recs, retire ? 2 : 1);
+        if (j->cur_id && !old)
+                return job_fail_errno(j, -ENOMEM, "rotate");
+        r = manager_record(m, recs + !retire, retire ? 2 : 1);
         if (r < 0)
                 return job_fail_errno(j, r, "journal");
-        if (retire && !manager_find_retirement(m, j->env->name, j->create_old)) {
-                ret = retirement_new(m, j->env->name, j->create_old, j->name, recs[1].at, recs[1].grace);
-                if (ret)
-                        retirement_start(ret);
-        }
-        set_str(&j->cur_id, j->delivered_id);
-        j->cur_created = j->delivered_created;
-        j->cur_expires = j->delivered_expires;
-        j->create_at = 0;
-        j->delivered_id = (free(j->delivered_id), NULL);
         j->rotated_this_run = true;
-        log_job(LOG_INFO, j->name, MSGID_ROTATED, j->create_old, j->cur_id, 0,
-                "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(j->create_old),
+        log_job(LOG_INFO, j->name, MSGID_ROTATED, old, j->cur_id, 0,
+                "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(old),
                 format_timestamp(due, sizeof(due), job_due(j)));
+        job_check_lifetime(j);
         job_succeeded(j);
-        if (j->scan_at) {
-                j->state = JOB_SCAN;
-                return job_step(j);
-        }
         job_go_idle(j);
 }
 
@@ -754,7 +790,7 @@ static void on_hook_done(Hook *h, int error, const char *what, void *userdata) {
                          j->config->on_rotate, what);
                 return job_fail(j, false, buf, 0);
         }
-        log_job(LOG_INFO, j->name, NULL, j->create_old, j->delivered_id, 0, "on_rotate %s succeeded",
+        log_job(LOG_INFO, j->name, NULL, j->cur_id, j->delivered_id, 0, "on_rotate %s succeeded",
                 j->config->on_rotate);
         job_finish_rotation(j);
 }
@@ -764,115 +800,10 @@ static void job_run_hook(Job *j) {
 
         if (!j->config->on_rotate)
                 return job_finish_rotation(j);
-        r = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->create_old,
+        r = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->cur_id,
                      j->delivered_id, j->manager->hook_timeout, on_hook_done, j, &j->hook);
         if (r < 0)
                 job_fail_errno(j, r, "starting on_rotate");
-}
-
-/* ---- leftover scan ---- */
-
-static bool job_scan_is_known(Job *j, const char *id) {
-        Manager *m = j->manager;
-
-        for (Job *o = m->jobs; o; o = o->next)
-                if (o->env == j->env && (streq_ptr(o->cur_id, id) || streq_ptr(o->delivered_id, id) ||
-                                         streq_ptr(o->new_id, id)))
-                        return true;
-        return manager_find_retirement(m, j->env->name, id) != NULL;
-}
-
-static void job_scan_done(Job *j) {
-        Manager *m = j->manager;
-        size_t n = strv_length(j->scan_leftovers);
-        _cleanup_free_ JournalRecord *recs = calloc(n + 1, sizeof(JournalRecord));
-        usec_t now = now_realtime();
-        int r;
-
-        if (!recs)
-                return job_fail_errno(j, -ENOMEM, "scan");
-        for (size_t i = 0; i < n; i++)
-                recs[i] = (JournalRecord) { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name,
-                                            .id = j->scan_leftovers[i], .at = now, .grace = 0 };
-        recs[n] = (JournalRecord) { .type = JOURNAL_SCANNED, .job = j->name, .env = j->env->name };
-        r = manager_journal_append(m, recs, n + 1);
-        if (r < 0)
-                return job_fail_errno(j, r, "journal");
-        for (size_t i = 0; i < n; i++) {
-                Retirement *ret;
-                log_job(LOG_WARNING, j->name, NULL, j->scan_leftovers[i], NULL, 0,
-                        "token %s is a leftover of an interrupted create and was never handed out: retiring it now",
-                        j->scan_leftovers[i]);
-                ret = retirement_new(m, j->env->name, j->scan_leftovers[i], j->name, now, 0);
-                if (ret)
-                        retirement_start(ret);
-        }
-        j->scan_at = 0;
-        j->scan_candidates = strv_free(j->scan_candidates);
-        j->scan_leftovers = strv_free(j->scan_leftovers);
-        j->scan_index = 0;
-        job_succeeded(j);
-        job_go_idle(j);
-}
-
-static int job_scan_add_leftover(Job *j, const char *id) {
-        char *c = strdup(id);
-        if (!c || strv_push(&j->scan_leftovers, c) < 0) {
-                free(c);
-                return -ENOMEM;
-        }
-        return 0;
-}
-
-static void on_list(ApiResult *res, void *userdata) {
-        Job *j = userdata;
-        usec_t after = j->scan_at > j->manager->scan_margin ? j->scan_at - j->manager->scan_margin : 0;
-
-        j->call = NULL;
-        if (res->class != API_OK)
-                return job_fail_result(j, res);
-        j->scan_candidates = calloc(1, sizeof(char *));
-        if (!j->scan_candidates)
-                return job_fail_errno(j, -ENOMEM, "scan");
-        for (size_t i = 0; i < res->n_list; i++) {
-                const TokenInfo *t = &res->list[i];
-                char *c;
-
-                if (!t->id || !streq_ptr(t->name, j->scan_name) || job_scan_is_known(j, t->id))
-                        continue;
-                if (t->created) {
-                        /* v2 lists carry creation times: no need to ask for each. */
-                        if (t->created >= after && job_scan_add_leftover(j, t->id) < 0)
-                                return job_fail_errno(j, -ENOMEM, "scan");
-                        continue;
-                }
-                c = strdup(t->id);
-                if (!c || strv_push(&j->scan_candidates, c) < 0) {
-                        free(c);
-                        return job_fail_errno(j, -ENOMEM, "scan");
-                }
-        }
-        j->scan_index = 0;
-        if (strv_length(j->scan_candidates) == 0)
-                return job_scan_done(j);
-        job_step(j);
-}
-
-static void on_get(ApiResult *res, void *userdata) {
-        Job *j = userdata;
-        usec_t after = j->scan_at > j->manager->scan_margin ? j->scan_at - j->manager->scan_margin : 0;
-
-        j->call = NULL;
-        if (res->class != API_OK && res->status != 404)
-                return job_fail_result(j, res);
-        /* 404: gone meanwhile, nothing to retire. */
-        if (res->class == API_OK && res->info.created >= after &&
-            job_scan_add_leftover(j, j->scan_candidates[j->scan_index]) < 0)
-                return job_fail_errno(j, -ENOMEM, "scan");
-        j->scan_index++;
-        if (j->scan_index >= strv_length(j->scan_candidates))
-                return job_scan_done(j);
-        job_step(j);
 }
 
 /* ---- idle, configuration, start-up ---- */
@@ -884,10 +815,10 @@ static void job_go_idle(Job *j) {
         j->state = JOB_IDLE;
         job_clear_rotation(j);
         if (j->removed) {
-                if (manager_journal_append(m, &(JournalRecord) { .type = JOURNAL_FORGET, .job = j->name }, 1) >= 0) {
-                        log_job(LOG_INFO, j->name, NULL, j->cur_id, NULL, 0,
-                                "removed from the configuration; its pending revoke/delete steps continue");
-                        job_unlink_and_free(j);
+                log_job(LOG_INFO, j->name, NULL, j->cur_id, NULL, 0,
+                        "removed from the configuration; its pending revoke/delete steps and scans continue");
+                /* The record frees the job. */
+                if (manager_record(m, &(JournalRecord) { .type = JOURNAL_FORGET, .job = j->name }, 1) >= 0) {
                         manager_config_released(m);
                         manager_status_changed(m);
                         manager_check_once_done(m);
@@ -911,7 +842,7 @@ static void job_go_idle(Job *j) {
 
 /* A create may have happened: the rotation must be finished with the settings it began with. */
 static bool job_in_rotation(Job *j) {
-        return j->create_at || j->delivered_id || j->new_secret || j->hook;
+        return j->phase >= PHASE_INTENT || j->new_secret || j->hook;
 }
 
 void job_set_config(Job *j, const JobConfig *c) {
@@ -964,7 +895,7 @@ void job_start(Job *j) {
         _cleanup_erase_ char *staged = NULL;
 
         if (!j->config) {
-                if (j->create_at || j->delivered_id) {
+                if (job_in_rotation(j)) {
                         log_job(LOG_ERR, j->name, MSGID_FAILED, j->cur_id, NULL, 0,
                                 "was removed from the configuration in the middle of a rotation; put it back so the rotation can finish");
                         j->removed = true;
@@ -976,7 +907,7 @@ void job_start(Job *j) {
                 return;
         }
         if (j->env && !streq(j->env->name, j->config->environment)) {
-                if (j->create_at || j->delivered_id)
+                if (job_in_rotation(j))
                         log_job(LOG_WARNING, j->name, NULL, NULL, NULL, 0,
                                 "environment changed in the middle of a rotation; finishing it in %s first",
                                 j->env->name);
@@ -984,28 +915,34 @@ void job_start(Job *j) {
                         /* Another environment: its tokens are unknown there; start afresh. */
                         free(j->cur_id);
                         j->cur_id = NULL;
+                        j->phase = PHASE_NEW;
                         j->env = manager_get_env(m, j->config->environment, true);
                 }
         }
         if (!j->env)
                 j->env = manager_get_env(m, j->config->environment, true);
-        if (j->create_at || j->scan_at)
-                job_defer_scan(j, now_realtime()); /* a dead process's create may be in flight */
 
-        if (j->delivered_id) {
+        switch (j->phase) {
+        case PHASE_DELIVERED:
                 /* The new token is in the file; the hook may not have run. */
                 j->state = JOB_HOOK;
-        } else if (j->create_at && deliver_read_staged(j->config, &staged) >= 0) {
-                /* A created token was staged but not moved into place: verify and use it. */
-                j->new_secret = TAKE_PTR(staged);
-                j->state = JOB_LOOKUP_NEW;
-        } else if (j->create_at) {
-                j->state = JOB_LOOKUP_OLD;   /* on_lookup_old decides what the file holds */
-        } else if (j->scan_at) {
-                j->state = JOB_SCAN;
-        } else if (!j->cur_id) {
-                j->state = JOB_INIT;
-        } else {
+                break;
+        case PHASE_INTENT:
+                if (deliver_read_staged(j->config, &staged) >= 0) {
+                        /* A created token was staged but not moved into place: verify it. */
+                        j->new_secret = TAKE_PTR(staged);
+                        j->state = JOB_LOOKUP_NEW;
+                } else
+                        j->state = JOB_LOOKUP_OLD; /* on_lookup_old decides what the file holds */
+                break;
+        case PHASE_NEW:
+                if (!j->cur_id) {
+                        j->state = JOB_INIT;
+                        break;
+                }
+                __attribute__((fallthrough));
+        case PHASE_IDLE:
+        default: {
                 usec_t due = job_due(j), now = now_realtime();
                 j->state = JOB_IDLE;
                 if (due <= now && !m->once) {
@@ -1016,7 +953,8 @@ void job_start(Job *j) {
                 job_schedule(j, due, false);
                 return;
         }
-        if (j->state == JOB_HOOK || j->state == JOB_LOOKUP_NEW || j->state == JOB_LOOKUP_OLD)
+        }
+        if (j->state != JOB_INIT)
                 log_job(LOG_INFO, j->name, NULL, j->cur_id, j->delivered_id, 0,
                         "resuming an interrupted rotation (%s)", job_state_to_string(j->state));
         /* Resumed and first-sight work runs at once. */

@@ -211,14 +211,14 @@ static const struct {
         [JOURNAL_DELIVERED] = { "delivered", K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
                                              K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) },
         [JOURNAL_ROTATED]   = { "rotated",   K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
-                                             K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) },
+                                             K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) | K(KEY_AT) },
         [JOURNAL_RETIRE]    = { "retire",    K(KEY_ENV) | K(KEY_ID),
                                              K(KEY_JOB) | K(KEY_AT) | K(KEY_GRACE) },
         [JOURNAL_REVOKED]   = { "revoked",   K(KEY_ENV) | K(KEY_ID), K(KEY_AT) },
         [JOURNAL_DELETED]   = { "deleted",   K(KEY_ENV) | K(KEY_ID), 0 },
         [JOURNAL_SCAN]      = { "scan",      K(KEY_JOB) | K(KEY_ENV) | K(KEY_NAME),
                                              K(KEY_AT) | K(KEY_GRACE) | K(KEY_UNTIL) },
-        [JOURNAL_SCANNED]   = { "scanned",   K(KEY_JOB) | K(KEY_ENV), 0 },
+        [JOURNAL_SCANNED]   = { "scanned",   K(KEY_JOB) | K(KEY_ENV), K(KEY_UNTIL) },
         [JOURNAL_FORGET]    = { "forget",    K(KEY_JOB), 0 },
 };
 

@@ -19,7 +19,8 @@ typedef enum JournalType {
                              * `name`) is about to be sent */
         JOURNAL_DELIVERED,  /* job env [old] id created expires: the new token is in the
                              * job's file; hook owed */
-        JOURNAL_ROTATED,    /* job env [old] id created expires: done, id is the job's token */
+        JOURNAL_ROTATED,    /* job env [old] id created expires [at]: done, id is the job's
+                             * token; `at` is the local time of the rotation */
         JOURNAL_RETIRE,     /* env id [job] at grace: revoke id at `at`, delete `grace` after
                              * the confirmed revoke */
         JOURNAL_REVOKED,    /* env id at: revoke confirmed; delete at `at` */
@@ -28,7 +29,8 @@ typedef enum JournalType {
                              * between `at` and `until` (0: no upper bound) that are in no
                              * file are leftovers of an ambiguous create; delete them
                              * `grace` after their revoke */
-        JOURNAL_SCANNED,    /* job env: the owed scan has run */
+        JOURNAL_SCANNED,    /* job env [until]: the owed scan has run over the window
+                             * ending at `until` (a later SCAN may have widened it) */
         JOURNAL_FORGET,     /* job: removed from the config; drop its schedule */
         _JOURNAL_TYPE_MAX,
 } JournalType;

@@ -11,6 +11,7 @@
 static struct {
         bool setup;
         bool stderr_too;
+        bool stderr_broken;   /* a write to stderr failed (EPIPE, closed): stop trying */
         bool journald;
         int max_level;
 } log_target = { .max_level = LOG_INFO };
@@ -43,12 +44,41 @@ static void add_field(struct iovec *iov, size_t *n, char *buf, size_t size, cons
         iov[(*n)++] = (struct iovec) { buf, MIN((size_t) k, size - 1) };
 }
 
-static void log_emit(int prio, const char *msg, const char *job, const char *msgid,
+/* Control characters in a line (a token name with a newline, an API message with an
+ * escape sequence) would let an API answer forge log lines or terminal output: they are
+ * written as \xNN. Returns buf. */
+static char *escape_controls(char *buf, size_t size, const char *msg) {
+        size_t o = 0;
+
+        for (const unsigned char *p = (const unsigned char *) msg; *p && o + 5 < size; p++) {
+                if (*p < 0x20 || *p == 0x7f)
+                        o += (size_t) snprintf(buf + o, size - o, "\\x%02x", *p);
+                else
+                        buf[o++] = (char) *p;
+        }
+        buf[o] = 0;
+        return buf;
+}
+
+static void log_to_stderr(const char *msg) {
+        if (log_target.stderr_broken)
+                return;
+        /* SIGPIPE is ignored (main): a closed reader gives EPIPE here, never a dead daemon. */
+        if (fprintf(stderr, "dtrotated: %s\n", msg) < 0 || fflush(stderr) == EOF) {
+                log_target.stderr_broken = true;
+                clearerr(stderr);
+        }
+}
+
+static void log_emit(int prio, const char *raw, const char *job, const char *msgid,
                      const char *old_id, const char *new_id) {
+        char msg[4 * 2048 + 8];
+
         if (prio > log_target.max_level)
                 return;
+        escape_controls(msg, sizeof(msg), raw);
         if (!log_target.setup || log_target.stderr_too)
-                fprintf(stderr, "dtrotated: %s\n", msg);
+                log_to_stderr(msg);
         if (!log_target.setup)
                 return; /* unit tests: stderr only */
         if (log_target.journald) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <search.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include "dtrotated-log.h"
@@ -38,8 +39,13 @@ static Env *env_free(Env *e) {
                 return NULL;
         while (e->queue_head)
                 call_cancel(e->queue_head);
+        while (e->hk_head)
+                call_cancel(e->hk_head);
         erase_and_free(e->auth);
         free(e->auth_error);
+        free(e->self_id);
+        free(e->owner);
+        strv_free(e->self_scopes);
         free(e->name);
         free(e);
         return NULL;
@@ -76,11 +82,127 @@ int env_load_auth(Env *e) {
                                     : strdup_printf("management token %s: %s", path, strerror(-r));
                 return r;
         }
+        if (e->auth && !streq(e->auth, token)) {
+                /* Another token (rotated, or replaced by the operator): the API must say
+                 * again which one it is before it counts as the one in use. */
+                e->self_id = (free(e->self_id), NULL);
+                if (e->self == ENV_SELF_KNOWN)
+                        e->self = ENV_SELF_UNKNOWN;
+        }
         if (!e->auth || !streq(e->auth, token))
                 e->auth_generation++;
         erase_and_free(e->auth);
         e->auth = token;
         return 0;
+}
+
+/* Whether path is the file this environment authenticates with: by device and inode, so
+ * that another spelling of the path or a link to it counts too. */
+bool env_uses_file(Env *e, const char *path) {
+        struct stat a, b;
+
+        if (!e->config || !e->config->management_token_file)
+                return false;
+        if (streq(e->config->management_token_file, path))
+                return true;
+        return stat(e->config->management_token_file, &a) >= 0 && stat(path, &b) >= 0 &&
+               a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* What the management token needs: v1 one scope for everything; v2 write to create,
+ * revoke and delete, read to list (leftover scans) and to confirm revokes. */
+static void env_check_scopes(Env *e) {
+        char *const *have = e->self_scopes;
+
+        if (e->config->api == API_V1) {
+                if (!strv_contains(have, "TenantTokenManagement"))
+                        log_full(LOG_CRIT, 0, "%s: the management token lacks the scope TenantTokenManagement: dtrotated cannot create, revoke or delete tokens there",
+                                 e->name);
+                return;
+        }
+        if (!strv_contains(have, "apiTokens.write"))
+                log_full(LOG_CRIT, 0, "%s: the management token lacks the scope apiTokens.write: dtrotated cannot create, revoke or delete tokens there",
+                         e->name);
+        if (!strv_contains(have, "apiTokens.read"))
+                log_full(LOG_WARNING, 0, "%s: the management token lacks the scope apiTokens.read: leftover scans will fail and revokes are confirmed by their status only",
+                         e->name);
+}
+
+static void env_wake_self_waiters(Env *e) {
+        Manager *m = e->manager;
+
+        for (Job *j = m->jobs, *next; j; j = next) {
+                next = j->next;
+                if (j->env == e)
+                        job_self_known(j);
+        }
+        for (Scan *s = m->scans, *next; s; s = next) {
+                next = s->next;
+                if (s->env == e)
+                        scan_self_known(s);
+        }
+}
+
+static void on_self_lookup(ApiResult *res, void *userdata) {
+        Env *e = userdata;
+        bool first = !e->owner;
+
+        if (e->self_generation != e->auth_generation) {
+                /* The token changed while it was being looked up: ask about the new one. */
+                e->self = ENV_SELF_UNKNOWN;
+                return env_need_self(e);
+        }
+        if (res->class != API_OK || !res->info.owner) {
+                e->self = ENV_SELF_UNKNOWN;
+                free(e->auth_error);
+                e->auth_error = strdup_printf("looking up the management token: %s",
+                                              res->error ?: "the answer names no owner");
+                log_full(LOG_WARNING, 0, "%s: %s", e->name, strna(e->auth_error));
+                env_wake_self_waiters(e);
+                return manager_check_once_done(e->manager);
+        }
+        if (e->owner && !streq(e->owner, res->info.owner))
+                log_full(LOG_WARNING, 0, "%s: the management token now belongs to another user; leftovers of earlier creates will not be recognised",
+                         e->name);
+        free(e->self_id);
+        free(e->owner);
+        strv_free(e->self_scopes);
+        e->self_id = TAKE_PTR(res->info.id);
+        e->owner = TAKE_PTR(res->info.owner);
+        e->self_scopes = TAKE_PTR(res->info.scopes);
+        e->self = ENV_SELF_KNOWN;
+        if (first)
+                env_check_scopes(e);
+        env_wake_self_waiters(e);
+        manager_check_once_done(e->manager);
+}
+
+void env_need_self(Env *e) {
+        Call *c;
+
+        if (e->self != ENV_SELF_UNKNOWN || !e->config)
+                return;
+        if (!e->auth && env_load_auth(e) < 0) {
+                log_full(LOG_WARNING, 0, "%s: %s", e->name, strna(e->auth_error));
+                return env_wake_self_waiters(e);
+        }
+        c = call_new(e, API_LOOKUP, on_self_lookup, e);
+        if (!c || !(c->arg_token = strdup(e->auth))) {
+                call_cancel(c);
+                return;
+        }
+        e->self = ENV_SELF_PENDING;
+        e->self_generation = e->auth_generation;
+        call_submit(c);
+}
+
+/* A consumer must never be left holding a revoked token. */
+const Job *manager_token_in_use(Manager *m, const char *env, const char *id) {
+        for (Job *j = m->jobs; j; j = j->next)
+                if (j->env && streq(j->env->name, env) &&
+                    (streq_ptr(j->cur_id, id) || streq_ptr(j->delivered_id, id)))
+                        return j;
+        return NULL;
 }
 
 Call *call_new(Env *env, ApiOp op, call_done_t done, void *userdata) {
@@ -101,12 +223,14 @@ static void call_free(Call *c) {
         api_request_free(c->request);
         erase_and_free(c->arg_token);
         free(c->arg_id);
+        free(c->arg_owner);
         free(c->arg_name);
         strv_free(c->arg_scopes);
         free(c);
 }
 
 static void env_dispatch(Env *e);
+static void env_queue(Env *e, Call *c, bool front);
 
 static void call_finish(Call *c, ApiResult *res) {
         call_done_t done = c->done;
@@ -134,15 +258,18 @@ static void on_transfer_done(CurlGlue *g, CURL *easy, CURLcode code, void *userd
         if (r < 0) {
                 res.class = API_TRANSIENT;
                 res.error = strdup_printf("%s: %s: %s", e->name, api_op_to_string(c->op), strerror(-r));
-        } else if (res.status == 401 && c->auth_generation != e->auth_generation) {
-                /* Built with a management token that has since been rotated away: the old
-                 * one may already be revoked. Not the job's fault: send it again. */
+        } else if (res.status == 401 && c->auth_generation == e->auth_generation && !c->reauth_tried) {
+                /* The management token was refused: an operator may have put a fresh one
+                 * into its file. Read it again (once per call) rather than wait for a reload. */
+                c->reauth_tried = true;
+                (void) env_load_auth(e);
+        }
+        if (r >= 0 && res.status == 401 && c->auth_generation != e->auth_generation) {
+                /* Built with a management token that has since been replaced: the old one
+                 * may already be revoked. Not the caller's fault: send it again. */
                 api_result_done(&res);
                 c->request = api_request_free(c->request);
-                c->queue_next = e->queue_head;
-                e->queue_head = c;
-                if (!e->queue_tail)
-                        e->queue_tail = c;
+                env_queue(e, c, true);
                 env_dispatch(e);
                 return;
         }
@@ -206,32 +333,67 @@ static void call_fail_now(Call *c, int error) {
         api_result_done(&res);
 }
 
+/* Rotations go first: a token that nears expiry must not wait behind housekeeping. */
+static void env_queue(Env *e, Call *c, bool front) {
+        Call **head = c->housekeeping ? &e->hk_head : &e->queue_head;
+        Call **tail = c->housekeeping ? &e->hk_tail : &e->queue_tail;
+
+        if (front) {
+                c->queue_next = *head;
+                *head = c;
+                if (!*tail)
+                        *tail = c;
+                return;
+        }
+        c->queue_next = NULL;
+        if (*tail)
+                (*tail)->queue_next = c;
+        else
+                *head = c;
+        *tail = c;
+}
+
+static Call *env_dequeue(Env *e) {
+        Call **head = e->queue_head ? &e->queue_head : &e->hk_head;
+        Call **tail = e->queue_head ? &e->queue_tail : &e->hk_tail;
+        Call *c = *head;
+
+        if (!c)
+                return NULL;
+        *head = c->queue_next;
+        if (!*head)
+                *tail = NULL;
+        c->queue_next = NULL;
+        return c;
+}
+
 static void env_dispatch(Env *e) {
         unsigned limit = e->config ? e->config->max_parallel : 1;
+        Call *c;
 
-        while (e->queue_head && e->in_flight < limit) {
-                Call *c = e->queue_head;
-                int r;
-
-                e->queue_head = c->queue_next;
-                if (!e->queue_head)
-                        e->queue_tail = NULL;
-                c->queue_next = NULL;
-                r = call_start(c);
+        while (e->in_flight < limit && (c = env_dequeue(e))) {
+                int r = call_start(c);
                 if (r < 0)
                         call_fail_now(c, r);
         }
 }
 
 void call_submit(Call *c) {
-        Env *e = c->env;
+        env_queue(c->env, c, false);
+        env_dispatch(c->env);
+}
 
-        if (e->queue_tail)
-                e->queue_tail->queue_next = c;
-        else
-                e->queue_head = c;
-        e->queue_tail = c;
-        env_dispatch(e);
+static bool queue_unlink(Call **head, Call **tail, Call *c) {
+        Call *prev = NULL;
+
+        for (Call **p = head; *p; prev = *p, p = &(*p)->queue_next)
+                if (*p == c) {
+                        *p = c->queue_next;
+                        if (*tail == c)
+                                *tail = prev;
+                        return true;
+                }
+        return false;
 }
 
 void call_cancel(Call *c) {
@@ -243,16 +405,8 @@ void call_cancel(Call *c) {
         if (c->request) {
                 curl_glue_remove(e->manager->curl, api_request_get_easy(c->request));
                 e->in_flight--;
-        } else {
-                Call **p = &e->queue_head, *prev = NULL;
-                for (; *p; prev = *p, p = &(*p)->queue_next)
-                        if (*p == c) {
-                                *p = c->queue_next;
-                                if (e->queue_tail == c)
-                                        e->queue_tail = prev;
-                                break;
-                        }
-        }
+        } else if (!queue_unlink(&e->queue_head, &e->queue_tail, c))
+                (void) queue_unlink(&e->hk_head, &e->hk_tail, c);
         call_free(c);
         if (!e->manager->stopping)
                 env_dispatch(e);
@@ -315,18 +469,39 @@ bool manager_may_run_at(Manager *m, usec_t t, bool retry) {
         return t <= (retry ? m->once_deadline : now_realtime());
 }
 
-int manager_journal_append(Manager *m, const JournalRecord *r, size_t n) {
+int manager_apply_record(Manager *m, const JournalRecord *r) {
+        switch (r->type) {
+        case JOURNAL_RETIRE:
+        case JOURNAL_REVOKED:
+        case JOURNAL_DELETED:
+                return retirement_apply_record(m, r);
+        case JOURNAL_SCAN:
+        case JOURNAL_SCANNED:
+                return scan_apply_record(m, r);
+        default:
+                return job_apply_record(m, r);
+        }
+}
+
+int manager_record(Manager *m, const JournalRecord *r, size_t n) {
         int k = journal_append(m->journal, r, n);
+
         if (k < 0)
                 return log_error_errno(k, "Cannot write the journal in %s: %m; the step will be retried",
                                        m->config->state_directory);
+        /* Durable: now memory follows, by the very code that replays it after a crash. */
+        for (size_t i = 0; i < n; i++) {
+                k = manager_apply_record(m, &r[i]);
+                if (k < 0)
+                        log_error_errno(k, "Applying a journal record failed: %m");
+        }
         return 0;
 }
 
 /* ---- status ---- */
 
 static char *manager_status(Manager *m) {
-        size_t idle = 0, rotating = 0, failing = 0, grace = 0, revoke = 0;
+        size_t idle = 0, rotating = 0, failing = 0, grace = 0, revoke = 0, scans = m->n_scans;
         usec_t next_rotation = USEC_INFINITY, next_delete = USEC_INFINITY, now = now_realtime();
         const char *first_fail = NULL, *first_fail_error = NULL, *next_delete_job = NULL;
         char d1[FORMAT_DURATION_MAX], d2[FORMAT_DURATION_MAX];
@@ -372,6 +547,10 @@ static char *manager_status(Manager *m) {
         }
         if (revoke) {
                 snprintf(part, sizeof(part), ", %zu to revoke", revoke);
+                strncat(buf, part, sizeof(buf) - strlen(buf) - 1);
+        }
+        if (scans) {
+                snprintf(part, sizeof(part), ", %zu leftover scan%s owed", scans, scans == 1 ? "" : "s");
                 strncat(buf, part, sizeof(buf) - strlen(buf) - 1);
         }
         if (grace) {
@@ -447,6 +626,12 @@ void manager_check_once_done(Manager *m) {
         for (Retirement *r = m->retirements; r; r = r->next)
                 if (retirement_is_active(r))
                         return;
+        for (Scan *s = m->scans; s; s = s->next)
+                if (scan_is_active(s))
+                        return;
+        for (Env *e = m->envs; e; e = e->next)
+                if (e->self == ENV_SELF_PENDING)
+                        return; /* its scope warnings belong to this run too */
         for (Job *j = m->jobs; j; j = j->next)
                 if (j->failed) {
                         log_job(LOG_ERR, j->name, MSGID_FAILED, j->cur_id, NULL, 0,
@@ -461,6 +646,14 @@ void manager_check_once_done(Manager *m) {
                                 strna(r->last_error));
                         left++;
                 }
+        for (Scan *s = m->scans; s; s = s->next) {
+                char ts[FORMAT_TIMESTAMP_MAX];
+                log_job(s->failed ? LOG_ERR : LOG_NOTICE, s->job, s->failed ? MSGID_FAILED : NULL, NULL, NULL, 0,
+                        "the leftover scan for '%s' is left for a later run%s%s (it may run from %s)", s->name,
+                        s->failed ? ": " : "", s->failed ? strna(s->last_error) : "",
+                        format_timestamp(ts, sizeof(ts), s->until));
+                left++;
+        }
         if (left)
                 log_error("--once: %zu step%s failed; they are in the journal for the next run", left,
                           left == 1 ? "" : "s");
@@ -472,7 +665,7 @@ void manager_check_once_done(Manager *m) {
 /* ---- start-up, reload, shutdown ---- */
 
 static int on_replay(const JournalRecord *r, void *userdata) {
-        return job_apply_record(userdata, r);
+        return manager_apply_record(userdata, r);
 }
 
 static int emit_live_records(Journal *j, void *userdata) {
@@ -485,6 +678,9 @@ static int emit_live_records(Journal *j, void *userdata) {
         for (Retirement *ret = m->retirements; ret; ret = ret->next)
                 if ((r = retirement_emit_records(ret)) < 0)
                         return r;
+        for (Scan *s = m->scans; s; s = s->next)
+                if ((r = scan_emit_records(s)) < 0)
+                        return r;
         return 0;
 }
 
@@ -492,14 +688,22 @@ static int emit_live_records(Journal *j, void *userdata) {
  * it. Called when the loop is about to go idle, never in the middle of a step. */
 static int on_idle_compact(sd_event_source *s, void *userdata) {
         Manager *m = userdata;
-        size_t live = m->n_jobs * 2 + m->n_retirements * 2;
+        size_t live = m->n_jobs * 3 + m->n_retirements * 2 + m->n_scans;
+        size_t threshold = 2 * live + 256;
         int r;
 
-        if (journal_n_records(m->journal) <= 2 * live + 256)
+        /* After a failure (full disk), wait for as many records again before retrying:
+         * not once per loop iteration. */
+        if (m->compact_failed)
+                threshold *= 2;
+        if (journal_n_records(m->journal) <= threshold)
                 return 0;
         r = journal_compact(m->journal, emit_live_records, m);
-        if (r < 0)
+        if (r < 0 && !m->compact_failed)
                 log_warning_errno(r, "Compacting the journal failed, keeping the old one: %m");
+        else if (r >= 0 && m->compact_failed)
+                log_info("Compacted the journal");
+        m->compact_failed = r < 0;
         return 0;
 }
 
@@ -516,6 +720,8 @@ static void manager_adopt_config(Manager *m, Config *c) {
         }
         for (Retirement *r = m->retirements; r; r = r->next)
                 r->env = manager_get_env(m, r->env_name, false);
+        for (Scan *s = m->scans; s; s = s->next)
+                s->env = manager_get_env(m, s->env_name, true);
 }
 
 /* Frees the configurations that replaced ones no job or environment points into. */
@@ -678,6 +884,8 @@ int manager_new(const char *config_path, Config *config, bool once, Manager **re
                         log_error("%s", error);
                 else
                         log_error_errno(r, "Cannot open the journal in %s: %m", config->state_directory);
+                if (r == -EBADMSG)
+                        log_error("The journal is damaged; dtrotated will not start until it is repaired: see RECOVERY in dtrotated(8)");
                 return r;
         }
         {
@@ -709,6 +917,11 @@ Manager *manager_free(Manager *m) {
                 m->retirements = r->next;
                 retirement_free(r);
         }
+        while (m->scans) {
+                Scan *s = m->scans;
+                m->scans = s->next;
+                scan_free(s);
+        }
         while (m->envs) {
                 Env *e = m->envs;
                 m->envs = e->next;
@@ -717,6 +930,7 @@ Manager *manager_free(Manager *m) {
         curl_glue_free(m->curl);
         journal_close(m->journal);
         sd_event_source_disable_unref(m->status_timer);
+        sd_event_source_disable_unref(m->once_limit);
         sd_event_unref(m->event);
         config_free(m->config);
         for (size_t i = 0; i < m->n_old_configs; i++)
@@ -728,16 +942,50 @@ Manager *manager_free(Manager *m) {
         return NULL;
 }
 
+static int on_once_limit(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        log_error("--once: the run's time limit is reached with steps still under way; they are in the journal for the next run");
+        m->stopping = true;
+        m->exit_status = EXIT_RUNTIME;
+        (void) sd_event_exit(m->event, EXIT_RUNTIME);
+        return 0;
+}
+
+/* --once ends within its retry budget plus what a step started at its end may take: the
+ * longest request_timeout and the hook timeout. Whatever is left is journaled. */
+static int manager_arm_once_limit(Manager *m) {
+        usec_t longest = 0;
+        int r;
+
+        for (size_t i = 0; i < m->config->n_envs; i++)
+                longest = MAX(longest, m->config->envs[i].request_timeout);
+        r = sd_event_add_time_relative(m->event, &m->once_limit, CLOCK_MONOTONIC,
+                                       m->once_deadline - m->once_started + longest + m->hook_timeout +
+                                       5 * USEC_PER_SEC, USEC_PER_SEC, on_once_limit, m);
+        if (r >= 0)
+                (void) sd_event_source_set_description(m->once_limit, "once-limit");
+        return r;
+}
+
 int manager_run(Manager *m) {
         int r;
 
         m->once_started = now_realtime();
         /* --once retries transient failures for 10 x retry_max_delay, at most a minute. */
         m->once_deadline = m->once_started + MIN(ONCE_BUDGET_MAX, 10 * m->config->retry_max_delay);
+        if (m->once && (r = manager_arm_once_limit(m)) < 0)
+                return log_error_errno(r, "Cannot arm the --once time limit: %m"), EXIT_RUNTIME;
         manager_apply_jobs(m);
         m->running = true;
+        /* Learn whose the management tokens are and what they may do; warn early. */
+        for (Env *e = m->envs; e; e = e->next)
+                if (e->config)
+                        env_need_self(e);
         for (Retirement *ret = m->retirements; ret; ret = ret->next)
                 retirement_start(ret);
+        for (Scan *s = m->scans; s; s = s->next)
+                scan_start(s);
         for (Job *j = m->jobs, *next; j; j = next) {
                 next = j->next; /* a removed idle job is forgotten and freed */
                 job_start(j);
@@ -745,13 +993,73 @@ int manager_run(Manager *m) {
 
         /* Ready: configuration loaded, journal replayed, lock held; nothing sent yet. */
         manager_send_ready(m);
-        log_info("dtrotated " VERSION " started: %zu token%s, %zu pending revoke/delete step%s, journal in %s",
+        log_info("dtrotated " VERSION " started: %zu token%s, %zu pending revoke/delete step%s, %zu leftover scan%s, journal in %s",
                  m->config->n_jobs, m->config->n_jobs == 1 ? "" : "s", m->n_retirements,
-                 m->n_retirements == 1 ? "" : "s", m->config->state_directory);
+                 m->n_retirements == 1 ? "" : "s", m->n_scans, m->n_scans == 1 ? "" : "s",
+                 m->config->state_directory);
         manager_check_once_done(m);
 
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m"), EXIT_RUNTIME;
         return m->exit_status;
+}
+
+/* ---- --show-state: the journal's view, read-only ---- */
+
+static void print_time(FILE *f, const char *key, usec_t t) {
+        char ts[FORMAT_TIMESTAMP_MAX];
+
+        if (t)
+                fprintf(f, " %s=%s", key, format_timestamp(ts, sizeof(ts), t));
+}
+
+/* Replays the journal without the lock and without writing anything, and prints one
+ * line per job, retirement and scan: for operators, and for the crash tests. */
+int manager_show_state(Config *config, FILE *f) {
+        _cleanup_(manager_freep) Manager *m = calloc(1, sizeof(Manager));
+        _cleanup_free_ char *error = NULL;
+        int r;
+
+        if (!m) {
+                config_free(config);
+                return -ENOMEM;
+        }
+        m->config = config;
+        r = journal_open_readonly(config->state_directory, on_replay, m, &error);
+        if (r < 0) {
+                if (error)
+                        fprintf(stderr, "%s\n", error);
+                else
+                        fprintf(stderr, "Cannot read the journal in %s: %s\n", config->state_directory, strerror(-r));
+                return r;
+        }
+        for (Job *j = m->jobs; j; j = j->next) {
+                fprintf(f, "job %s env=%s phase=%s token=%s", j->name, j->env ? j->env->name : "-",
+                        job_phase_to_string(j->phase), j->cur_id ?: "-");
+                print_time(f, "created", j->cur_created);
+                if (j->cur_expires != USEC_INFINITY)
+                        print_time(f, "expires", j->cur_expires);
+                print_time(f, "rotated", j->rotated_at);
+                if (j->phase >= PHASE_INTENT) {
+                        print_time(f, "first-create", j->create_first);
+                        print_time(f, "last-create", j->create_last);
+                }
+                if (j->delivered_id)
+                        fprintf(f, " delivered=%s", j->delivered_id);
+                fputc('\n', f);
+        }
+        for (Retirement *ret = m->retirements; ret; ret = ret->next) {
+                fprintf(f, "retire %s env=%s job=%s state=%s", ret->id, ret->env_name, strna(ret->job),
+                        ret->state == RETIRE_WAIT_DELETE ? "delete" : "revoke");
+                print_time(f, "at", ret->state == RETIRE_WAIT_DELETE ? ret->delete_at : ret->revoke_at);
+                fputc('\n', f);
+        }
+        for (Scan *s = m->scans; s; s = s->next) {
+                fprintf(f, "scan job=%s env=%s name=%s", s->job, s->env_name, s->name);
+                print_time(f, "from", s->from);
+                print_time(f, "until", s->until);
+                fputc('\n', f);
+        }
+        return fflush(f) == EOF ? -errno : 0;
 }

@@ -14,27 +14,32 @@ typedef struct Env Env;
 typedef struct Call Call;
 typedef struct Job Job;
 typedef struct Retirement Retirement;
+typedef struct Scan Scan;
 typedef struct Hook Hook;
 
 /* Exit statuses (sysexits.h where one fits). */
 #define EXIT_RUNTIME 1
+#define EXIT_JOURNAL 65   /* EX_DATAERR: the journal is damaged; the unit does not restart */
 #define EXIT_USAGE   64
 #define EXIT_CONFIG  78
 
 /* A request to the Tokens API as the manager sees it: queued per environment so that at
  * most max_parallel run at once, built only when dispatched (so it authenticates with the
  * environment's current token), and retried at once when it met a 401 with a token that
- * has since been replaced (self-rotation). */
+ * has since been replaced (self-rotation, or an operator who replaced the file). */
 /* The Call is gone (freed) by the time this runs; result is valid during the call. */
 typedef void (*call_done_t)(ApiResult *result, void *userdata);
 
 struct Call {
         Env *env;
         ApiOp op;
+        bool housekeeping;           /* retirements and scans queue behind rotations */
+        bool reauth_tried;           /* a 401 made us re-read the management token once */
         char *arg_token;             /* LOOKUP (secret) */
         char *arg_id;                /* GET, REVOKE, DELETE */
         char *arg_name;              /* CREATE */
         char **arg_scopes;           /* CREATE */
+        char *arg_owner;             /* LIST: only this owner's tokens, where the API can */
         usec_t arg_expires_in;       /* CREATE */
         ApiRequest *request;         /* while in flight */
         unsigned auth_generation;    /* env->auth_generation it was built with */
@@ -42,6 +47,12 @@ struct Call {
         void *userdata;
         Call *queue_next;
 };
+
+typedef enum EnvSelf {
+        ENV_SELF_UNKNOWN,            /* the management token was not looked up yet */
+        ENV_SELF_PENDING,
+        ENV_SELF_KNOWN,              /* owner, self_id, scopes valid */
+} EnvSelf;
 
 struct Env {
         Manager *manager;
@@ -51,18 +62,53 @@ struct Env {
         char *auth_error;            /* why auth is NULL */
         unsigned auth_generation;
         unsigned in_flight;
-        Call *queue_head, *queue_tail;
+        Call *queue_head, *queue_tail;       /* rotations first ... */
+        Call *hk_head, *hk_tail;             /* ... then housekeeping */
+
+        /* What the API says about the management token: whose it is (the daemon's own
+         * creations are that user's) and what it may do. */
+        EnvSelf self;
+        unsigned self_generation;    /* auth_generation the lookup was sent with */
+        char *self_id;
+        char *owner;
+        char **self_scopes;
         Env *next;
 };
 
+/* The persistent part of a job: one explicit phase, changed only by journal records
+ * (job_apply_record(), the same function for replay and for live transitions).
+ *
+ *  phase      records present (last)     what a restart does
+ *  ---------  -------------------------  ------------------------------------------------
+ *  NEW        none                       look up the file's token, journal JOB
+ *  IDLE       JOB or ROTATED             wait until due (revoked or overdue: rotate)
+ *  INTENT     CREATE (one per attempt)   a staged file: verify it, move it into place ->
+ *                                        DELIVERED; the file holds a new token that the
+ *                                        API shows with our name, owner and a creation
+ *                                        time inside the attempts -> DELIVERED; another
+ *                                        token -> JOB + SCAN (operator's); the old token
+ *                                        -> SCAN for the last attempt, create again
+ *  DELIVERED  DELIVERED                  run the hook, then ROTATED + RETIRE in one batch
+ *
+ * Retirements (RETIRE, REVOKED, DELETED) and scans (SCAN, SCANNED) are objects of their
+ * own, keyed by environment and token id or job, so that no edit of the configuration
+ * and no crash orphans them. Every batch is all-or-nothing on replay. */
+typedef enum JobPhase {
+        PHASE_NEW,
+        PHASE_IDLE,
+        PHASE_INTENT,
+        PHASE_DELIVERED,
+        _PHASE_MAX,
+} JobPhase;
+
+/* The step a job is running now (runtime only). */
 typedef enum JobState {
         JOB_INIT,         /* nothing known yet: look up the file's token */
         JOB_IDLE,         /* waiting until due */
         JOB_LOOKUP_OLD,   /* 1. look up the token in the file */
-        JOB_CREATE,       /* 2. create the new token (intent journaled) */
+        JOB_CREATE,       /* 2. create the new token (each attempt journaled first) */
         JOB_LOOKUP_NEW,   /* 3. look up the new token (staged next to the file) */
         JOB_HOOK,         /* 5. delivered; on_rotate running or owed */
-        JOB_SCAN,         /* leftovers of an ambiguous create are being looked for */
         _JOB_STATE_MAX,
 } JobState;
 
@@ -77,6 +123,8 @@ struct Job {
         JobState state;
         bool failed;                 /* last attempt failed; retry timer armed */
         bool permanent;              /* ...and the failure was permanent */
+        bool waiting_self;           /* waits for the management token's lookup */
+        bool cap_reported;           /* the tenant's lifetime cap was logged */
         char *last_error;
         unsigned attempt;
         usec_t retry_at;             /* when failed */
@@ -85,16 +133,14 @@ struct Job {
         Hook *hook;
 
         /* Persistent (journal) */
-        char *cur_id;                /* the token in the file */
+        JobPhase phase;
+        char *cur_id;                /* the token in the file (the old one while rotating) */
         usec_t cur_created, cur_expires;
-        usec_t create_at;            /* create intent outstanding since (0: none) */
-        char *create_old;            /* cur_id when the intent was written */
-        char *delivered_id;          /* new token in the file, hook owed */
+        usec_t rotated_at;           /* local time of the last rotation (0: unknown) */
+        usec_t create_first, create_last; /* INTENT: first and last create attempt */
+        char *create_name;           /* INTENT: the name the creates used */
+        char *delivered_id;          /* DELIVERED: new token in the file, hook owed */
         usec_t delivered_created, delivered_expires;
-        usec_t scan_at;              /* leftover scan owed for creates after (0: none) */
-        char *scan_name;
-        usec_t scan_not_before;      /* runtime: a create that may have been sent can still
-                                      * complete on the server until then */
 
         /* Runtime only, during a rotation */
         char *token_name;            /* effective token name (config or old token's) */
@@ -103,15 +149,13 @@ struct Job {
         char *new_id;
         usec_t new_created, new_expires;
         bool rotated_this_run;       /* --once: one rotation per job */
-        char **scan_candidates;      /* JOB_SCAN: ids still to be looked at */
-        size_t scan_index;
-        char **scan_leftovers;
 
         Job *next;
 };
 
 typedef enum RetirementState {
         RETIRE_WAIT_REVOKE,
+        RETIRE_CONFIRM_REVOKE,       /* the API said 204; ask it whether it really is */
         RETIRE_WAIT_DELETE,
 } RetirementState;
 
@@ -134,6 +178,32 @@ struct Retirement {
         Retirement *next;
 };
 
+/* A leftover scan: a create whose answer never arrived intact may have made a token
+ * nobody knows. Leftovers are tokens named `name`, owned by the management token's
+ * owner, created inside [from, until] (plus a clock-skew allowance), and known to no
+ * job or retirement. Runs beside its job, never in front of it. */
+struct Scan {
+        Manager *manager;
+        char *env_name;
+        Env *env;
+        char *job;
+        char *name;
+        usec_t from, until;          /* the create attempts' window (CLOCK_REALTIME) */
+        usec_t grace;                /* leftovers are deleted this long after the revoke */
+        bool failed, waiting_self;
+        usec_t covering;             /* the window end the running list covers */
+        char *last_error;
+        unsigned attempt;
+        usec_t retry_at;
+        sd_event_source *timer;
+        Call *call;
+        char **candidates;           /* v1: same-name ids to look at one by one */
+        size_t index;
+        char **leftovers;
+        size_t foreign;              /* same name, not ours: left alone, reported */
+        Scan *next;
+};
+
 struct Manager {
         sd_event *event;
         CurlGlue *curl;
@@ -147,13 +217,16 @@ struct Manager {
         Job *jobs_last;              /* the end of jobs, to append in O(1) */
         void *jobs_by_name;          /* tsearch() tree of the jobs, by name */
         Retirement *retirements;
-        size_t n_jobs, n_retirements;
+        Scan *scans;
+        size_t n_jobs, n_retirements, n_scans;
 
         bool once;                   /* --once: do what is due, then exit */
         usec_t once_started;
         usec_t once_deadline;        /* --once: no retries after this */
-        bool running;                /* jobs started: reloads start new ones */
+        sd_event_source *once_limit; /* --once: the hard end of the run */
+        bool running;                /* jobs started: records start what they create */
         bool stopping;
+        bool compact_failed;         /* warned once; warn again only after a success */
         int exit_status;
 
         sd_event_source *status_timer;
@@ -168,6 +241,7 @@ Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_run(Manager *m);              /* returns the exit status */
 int manager_reload(Manager *m);
+int manager_show_state(Config *config, FILE *f); /* takes config; -EBADMSG: damaged journal */
 void manager_config_released(Manager *m);  /* a job dropped its old config */
 
 /* Environments and calls (dtrotated-manager.c) */
@@ -179,7 +253,13 @@ void call_cancel(Call *c);                 /* abandons and frees; no callback */
 void manager_status_changed(Manager *m);
 void manager_check_once_done(Manager *m);
 bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t within this run? */
-int manager_journal_append(Manager *m, const JournalRecord *r, size_t n);
+/* The one way state changes: append the records (one batch, all-or-nothing) and apply
+ * them to memory with the same code that replays them. */
+int manager_record(Manager *m, const JournalRecord *r, size_t n);
+int manager_apply_record(Manager *m, const JournalRecord *r);
+void env_need_self(Env *e);                /* look up the management token if not done */
+bool env_uses_file(Env *e, const char *path); /* same file (device+inode) as its token? */
+const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
 usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retry_at);
 bool event_source_is_armed(sd_event_source *s);
 int manager_arm(Manager *m, sd_event_source **s, usec_t when, sd_event_time_handler_t cb, void *userdata);
@@ -189,11 +269,14 @@ Job *job_new(Manager *m, const char *name);
 Job *job_free(Job *j);
 Job *manager_find_job(Manager *m, const char *name);
 int job_apply_record(Manager *m, const JournalRecord *r);
+void job_self_known(Job *j);               /* the environment's owner is known now */
+bool job_is_creating(const Job *j);        /* a created token may not be known by id yet */
 void job_start(Job *j);                    /* after replay: schedule */
 void job_set_config(Job *j, const JobConfig *c);
 bool job_is_active(Job *j);                /* --once: work pending in this run */
 int job_emit_records(Job *j);              /* compaction */
 const char *job_state_to_string(JobState s);
+const char *job_phase_to_string(JobPhase p);
 char *format_retry(char *buf, size_t size, usec_t retry_at);
 
 /* Retirements (dtrotated-retire.c) */
@@ -205,3 +288,14 @@ Retirement *manager_find_retirement(Manager *m, const char *env, const char *id)
 void retirement_start(Retirement *r);
 bool retirement_is_active(Retirement *r);
 int retirement_emit_records(Retirement *r);
+int retirement_apply_record(Manager *m, const JournalRecord *r);
+
+/* Leftover scans (dtrotated-scan.c) */
+int scan_apply_record(Manager *m, const JournalRecord *r);
+Scan *manager_find_scan(Manager *m, const char *env, const char *job);
+Scan *scan_free(Scan *s);
+void scan_start(Scan *s);
+bool scan_is_active(Scan *s);
+int scan_emit_records(Scan *s);
+void scan_self_known(Scan *s);
+void scan_job_settled(Manager *m, const char *env, const char *job); /* may run now */

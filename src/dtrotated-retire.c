@@ -64,12 +64,31 @@ void retirement_unlink_and_free(Retirement *r) {
         retirement_free(r);
 }
 
-static void retirement_done(Retirement *r) {
-        Manager *m = r->manager;
+int retirement_apply_record(Manager *m, const JournalRecord *rec) {
+        Retirement *r = manager_find_retirement(m, rec->env, rec->id);
 
-        retirement_unlink_and_free(r);
-        manager_status_changed(m);
-        manager_check_once_done(m);
+        if (rec->type == JOURNAL_RETIRE) {
+                if (r)
+                        return 0; /* written again after a retried step, or a leftover found twice */
+                r = retirement_new(m, rec->env, rec->id, rec->job, rec->at, rec->grace);
+                if (!r)
+                        return -ENOMEM;
+                if (m->running)
+                        retirement_start(r);
+                return 0;
+        }
+        if (!r) {
+                log_error("Journal: %s record for token %s: no retirement of that token was recorded; refusing to guess (see RECOVERY in dtrotated(8))",
+                          journal_type_to_string(rec->type), strna(rec->id));
+                return -EBADMSG;
+        }
+        if (rec->type == JOURNAL_DELETED) {
+                retirement_unlink_and_free(r);
+                return 0;
+        }
+        r->state = RETIRE_WAIT_DELETE;
+        r->delete_at = rec->at;
+        return 0;
 }
 
 bool retirement_is_active(Retirement *r) {
@@ -104,12 +123,14 @@ static void retirement_schedule(Retirement *r, usec_t when, bool retry) {
 }
 
 void retirement_start(Retirement *r) {
-        retirement_schedule(r, r->state == RETIRE_WAIT_REVOKE ? r->revoke_at : r->delete_at, false);
+        if (r->call)
+                return;
+        retirement_schedule(r, r->state == RETIRE_WAIT_DELETE ? r->delete_at : r->revoke_at, false);
         manager_status_changed(r->manager);
 }
 
 static const char *retirement_step_name(Retirement *r) {
-        return r->state == RETIRE_WAIT_REVOKE ? "revoke" : "delete";
+        return r->state == RETIRE_WAIT_DELETE ? "delete" : "revoke";
 }
 
 static void retirement_fail(Retirement *r, bool permanent, const char *error, usec_t retry_at) {
@@ -130,20 +151,19 @@ static void retirement_fail(Retirement *r, bool permanent, const char *error, us
         manager_check_once_done(m);
 }
 
-/* A consumer must never be left holding a revoked token: refuse to retire a token that
- * a job's file holds. */
-static const Job *retirement_token_in_use(Retirement *r) {
-        for (Job *j = r->manager->jobs; j; j = j->next)
-                if (j->env && streq(j->env->name, r->env_name) &&
-                    (streq_ptr(j->cur_id, r->id) || streq_ptr(j->delivered_id, r->id)))
-                        return j;
-        return NULL;
-}
-
 static void on_revoke(ApiResult *res, void *userdata);
+static void on_confirm(ApiResult *res, void *userdata);
 static void on_delete(ApiResult *res, void *userdata);
 
 static void retirement_step(Retirement *r) {
+        static const struct {
+                ApiOp op;
+                call_done_t done;
+        } steps[] = {
+                [RETIRE_WAIT_REVOKE] = { API_REVOKE, on_revoke },
+                [RETIRE_CONFIRM_REVOKE] = { API_GET, on_confirm },
+                [RETIRE_WAIT_DELETE] = { API_DELETE, on_delete },
+        };
         const Job *user;
         char buf[256];
 
@@ -153,17 +173,21 @@ static void retirement_step(Retirement *r) {
                 snprintf(buf, sizeof(buf), "environment %s is not configured", r->env_name);
                 return retirement_fail(r, true, buf, 0);
         }
-        if (r->state == RETIRE_WAIT_REVOKE && (user = retirement_token_in_use(r))) {
+        /* A consumer must never be left holding a revoked token: refuse to revoke a token
+         * that a job's file holds or that an environment authenticates with. */
+        if (r->state == RETIRE_WAIT_REVOKE && (user = manager_token_in_use(r->manager, r->env_name, r->id))) {
                 snprintf(buf, sizeof(buf), "token is still the current token of job %s; not revoking it", user->name);
                 log_job(LOG_CRIT, user->name, MSGID_FAILED, r->id, NULL, 0, "refusing to revoke %s: %s", r->id, buf);
                 return retirement_fail(r, true, buf, 0);
         }
-        r->call = call_new(r->env, r->state == RETIRE_WAIT_REVOKE ? API_REVOKE : API_DELETE,
-                           r->state == RETIRE_WAIT_REVOKE ? on_revoke : on_delete, r);
+        if (r->state == RETIRE_WAIT_REVOKE && streq_ptr(r->env->self_id, r->id))
+                return retirement_fail(r, false, "token is still the environment's management token; not revoking it", 0);
+        r->call = call_new(r->env, steps[r->state].op, steps[r->state].done, r);
         if (!r->call || !(r->call->arg_id = strdup(r->id))) {
                 call_cancel(TAKE_PTR(r->call));
                 return retirement_fail(r, false, "out of memory", 0);
         }
+        r->call->housekeeping = true;
         call_submit(r->call);
         manager_status_changed(r->manager);
 }
@@ -176,19 +200,23 @@ static void retirement_succeeded(Retirement *r) {
 }
 
 static void retirement_record_deleted(Retirement *r, const char *how) {
-        int k = manager_journal_append(r->manager, &(JournalRecord) {
-                .type = JOURNAL_DELETED, .env = r->env_name, .id = r->id }, 1);
+        Manager *m = r->manager;
+        _cleanup_free_ char *job = r->job ? strdup(r->job) : NULL, *id = strdup(r->id);
+        int k;
+
+        if (!id)
+                return retirement_fail(r, false, "out of memory", 0);
+        /* The record frees r. */
+        k = manager_record(m, &(JournalRecord) { .type = JOURNAL_DELETED, .env = r->env_name, .id = r->id }, 1);
         if (k < 0)
                 return retirement_fail(r, false, "cannot write the journal", 0);
-        log_job(LOG_INFO, strna(r->job), MSGID_DELETED, r->id, NULL, 0, "%s %s", how, r->id);
-        retirement_done(r);
+        log_job(LOG_INFO, strna(job), MSGID_DELETED, id, NULL, 0, "%s %s", how, id);
+        manager_status_changed(m);
+        manager_check_once_done(m);
 }
 
 static void on_revoke(ApiResult *res, void *userdata) {
         Retirement *r = userdata;
-        char ts[FORMAT_TIMESTAMP_MAX];
-        usec_t delete_at;
-        int k;
 
         r->call = NULL;
         if (res->class != API_OK && res->status == 404) {
@@ -197,20 +225,48 @@ static void on_revoke(ApiResult *res, void *userdata) {
         }
         if (res->class != API_OK)
                 return retirement_fail(r, res->class == API_PERMANENT, res->error, res->retry_at);
+        /* 204, the documented answer. Something between us and the API (a proxy, a WAF)
+         * can still have made it up: ask the API before the grace period starts. */
+        r->state = RETIRE_CONFIRM_REVOKE;
+        retirement_step(r);
+}
+
+static void retirement_confirmed(Retirement *r, const char *how) {
+        char ts[FORMAT_TIMESTAMP_MAX];
+        usec_t delete_at = now_realtime() + r->grace;
+        int k;
 
         /* The grace period runs from the confirmed revoke, never from the intent. */
-        delete_at = now_realtime() + r->grace;
-        k = manager_journal_append(r->manager, &(JournalRecord) {
+        k = manager_record(r->manager, &(JournalRecord) {
                 .type = JOURNAL_REVOKED, .env = r->env_name, .id = r->id, .at = delete_at }, 1);
         if (k < 0)
                 return retirement_fail(r, false, "cannot write the journal", 0);
-        r->state = RETIRE_WAIT_DELETE;
-        r->delete_at = delete_at;
         retirement_succeeded(r);
-        log_job(LOG_INFO, strna(r->job), MSGID_REVOKED, r->id, NULL, 0, "revoked %s; deleting it %s", r->id,
+        log_job(LOG_INFO, strna(r->job), MSGID_REVOKED, r->id, NULL, 0, "revoked %s%s; deleting it %s", r->id, how,
                 format_timestamp(ts, sizeof(ts), delete_at));
         retirement_start(r);
         manager_check_once_done(r->manager);
+}
+
+static void on_confirm(ApiResult *res, void *userdata) {
+        Retirement *r = userdata;
+
+        r->call = NULL;
+        if (res->class == API_OK && res->info.revoked)
+                return retirement_confirmed(r, "");
+        if (res->class == API_OK) {
+                r->state = RETIRE_WAIT_REVOKE;
+                return retirement_fail(r, false, "the API answered the revoke with 204, but the token is still active", 0);
+        }
+        if (res->status == 404) {
+                retirement_succeeded(r);
+                return retirement_record_deleted(r, "already gone:");
+        }
+        if (res->status == 403)
+                /* The management token may not read tokens (v2 without apiTokens.read):
+                 * the documented 204 is all there is to go by. */
+                return retirement_confirmed(r, " (204; the management token may not read tokens to confirm it)");
+        retirement_fail(r, res->class == API_PERMANENT, res->error, res->retry_at);
 }
 
 static void on_delete(ApiResult *res, void *userdata) {

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /* dtrotated: rotates Dynatrace API tokens unattended. */
+#include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <syslog.h>
 
 #include "dtrotated-config.h"
@@ -10,6 +13,7 @@
 typedef struct Args {
         const char *config;
         bool check_config;
+        bool show_state;
         bool once;
         bool to_stderr;
         bool debug;
@@ -17,7 +21,7 @@ typedef struct Args {
 
 static void usage(FILE *f) {
         fprintf(f,
-                "Usage: dtrotated [-c FILE] [--check-config] [--once] [--stderr] [--debug]\n"
+                "Usage: dtrotated [-c FILE] [--check-config | --show-state] [--once] [--stderr] [--debug]\n"
                 "       dtrotated --version | --help\n"
                 "\n"
                 "Rotates Dynatrace API tokens: creates a new token, writes it to its file,\n"
@@ -25,13 +29,15 @@ static void usage(FILE *f) {
                 "\n"
                 "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG_FILE ")\n"
                 "  -n, --check-config check the configuration, print every problem, exit\n"
+                "  -S, --show-state   print what the journal says (read-only), exit\n"
                 "  -1, --once         do what is due now, then exit (for cron/timers)\n"
                 "  -s, --stderr       also log to standard error\n"
                 "  -d, --debug        log debug messages too\n"
                 "  -V, --version      print the version\n"
                 "  -h, --help         print this help\n"
                 "\n"
-                "Exit status: 0 ok, 1 runtime failure, 64 usage error, 78 configuration error.\n"
+                "Exit status: 0 ok, 1 runtime failure, 64 usage error, 65 damaged journal,\n"
+                "78 configuration error.\n"
                 "See dtrotated(8) and dtrotated.conf(5).\n");
 }
 
@@ -39,6 +45,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         static const struct option options[] = {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'n' },
+                { "show-state", no_argument, NULL, 'S' },
                 { "once", no_argument, NULL, '1' },
                 { "stderr", no_argument, NULL, 's' },
                 { "debug", no_argument, NULL, 'd' },
@@ -50,13 +57,16 @@ static int parse_args(int argc, char **argv, Args *a) {
 
         *a = (Args) { .config = DEFAULT_CONFIG_FILE };
         opterr = 0;
-        while ((c = getopt_long(argc, argv, ":c:n1sdVh", options, NULL)) >= 0)
+        while ((c = getopt_long(argc, argv, ":c:nS1sdVh", options, NULL)) >= 0)
                 switch (c) {
                 case 'c':
                         a->config = optarg;
                         break;
                 case 'n':
                         a->check_config = true;
+                        break;
+                case 'S':
+                        a->show_state = true;
                         break;
                 case '1':
                         a->once = true;
@@ -109,17 +119,48 @@ static int check_config(const char *path) {
         return 0;
 }
 
+static int show_state(const char *path) {
+        Config *c = NULL;
+        int r = config_load(path, &c, print_problem, NULL);
+
+        if (r < 0)
+                return EXIT_CONFIG;
+        r = manager_show_state(c, stdout); /* takes c */
+        return r == -EBADMSG ? EXIT_JOURNAL : r < 0 ? EXIT_RUNTIME : 0;
+}
+
+/* A daemon started with stdin, stdout or stderr closed would hand those numbers to the
+ * first files it opens, and a stray write would land in the journal or a token file. */
+static void fix_std_fds(void) {
+        for (int fd = 0; fd <= 2; fd++)
+                if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+                        int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+                        if (n >= 0 && n != fd) {
+                                (void) dup2(n, fd);
+                                (void) close(n);
+                        }
+                }
+}
+
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         Config *config = NULL;
         Args a;
         int r;
 
+        fix_std_fds();
+        /* A reader of our stderr that goes away (`... | head`) must not kill the daemon. */
+        (void) signal(SIGPIPE, SIG_IGN);
+        /* Secrets live in this process's memory: no core dumps, no ptrace by others. */
+        (void) prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+
         r = parse_args(argc, argv, &a);
         if (r <= 0)
                 return r == 0 ? 0 : EXIT_USAGE;
         if (a.check_config)
                 return check_config(a.config);
+        if (a.show_state)
+                return show_state(a.config);
 
         log_setup(a.to_stderr);
         log_set_max_level(a.debug ? LOG_DEBUG : LOG_INFO);
@@ -134,7 +175,7 @@ int main(int argc, char **argv) {
         r = manager_new(a.config, config, a.once, &m);
         if (r < 0) {
                 log_error_errno(r, "Not starting: %m");
-                return EXIT_RUNTIME;
+                return r == -EBADMSG ? EXIT_JOURNAL : EXIT_RUNTIME;
         }
         r = manager_run(m);
         m = manager_free(m);
