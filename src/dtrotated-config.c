@@ -36,8 +36,8 @@
 #define DEFAULT_MAX_PARALLEL 4U
 #define DEFAULT_GRACE_PERIOD (7 * USEC_PER_DAY)
 #define DEFAULT_REVOKE_DELAY ((usec_t) 0)
-#define DEFAULT_RENEW_BEFORE (7 * USEC_PER_DAY)
-#define DEFAULT_MODE ((mode_t) 0600)
+/* renew_before: a third of the lifetime, at most this (and this for "never"). */
+#define DEFAULT_RENEW_BEFORE_MAX (7 * USEC_PER_DAY)
 
 #define MAX_ROTATE_EVERY (10 * USEC_PER_YEAR)
 
@@ -560,6 +560,24 @@ static int strdup_to(char **dst, const char *s) {
         return 0;
 }
 
+/* The name of the configuration file setting s is in, owned by c->sources (NULL: out
+ * of memory, noted in ctx). Few distinct files: a linear search is fine. */
+static const char *config_source(Ctx *ctx, Config *c, const config_setting_t *s) {
+        const char *f = setting_file(ctx, s);
+        char *copy;
+
+        for (char **i = c->sources; i && *i; i++)
+                if (streq(*i, f))
+                        return *i;
+        copy = strdup(f);
+        if (!copy || strv_push(&c->sources, copy) < 0) {
+                free(copy);
+                ctx->oom = true;
+                return NULL;
+        }
+        return copy;
+}
+
 /* ---- URLs --------------------------------------------------------------------- */
 
 static bool host_is_loopback(const char *host, bool bracketed) {
@@ -669,6 +687,45 @@ static int url_check(const char *url, char **ret, const char **error) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* A URL that passed url_check(), in a form where two URLs of the same API compare
+ * equal: scheme and host in lower case, no trailing dot on the host, no default port,
+ * no trailing '/'. malloc'ed, NULL when out of memory. */
+static char *url_normalize(const char *url) {
+        const char *p = strstr(url, "://") + 3, *auth_end, *port = NULL;
+        bool https = strncasecmp(url, "https", 5) == 0;
+        size_t host_len, n;
+        char *r, *o;
+
+        auth_end = p + strcspn(p, "/");
+        if (*p == '[') {
+                const char *close = memchr(p, ']', (size_t) (auth_end - p));
+                host_len = (size_t) (close - p) + 1;
+        } else
+                host_len = strcspn(p, ":/");
+        if (p[host_len] == ':')
+                port = p + host_len + 1;
+
+        r = malloc(strlen(url) + 16);
+        if (!r)
+                return NULL;
+        o = r + sprintf(r, "%s://", https ? "https" : "http");
+        for (size_t i = 0; i < host_len; i++)
+                *o++ = (char) tolower((unsigned char) p[i]);
+        if (o > r && o[-1] == '.')
+                o--;
+        if (port) {
+                unsigned long v = strtoul(port, NULL, 10);
+                if (v != (https ? 443UL : 80UL))
+                        o += sprintf(o, ":%lu", v);
+        }
+        n = strlen(auth_end);
+        while (n > 0 && auth_end[n - 1] == '/')
+                n--;
+        memcpy(o, auth_end, n);
+        o[n] = 0;
+        return r;
+}
+
 /* ---- environments ------------------------------------------------------------- */
 
 /* Parses the environment at list position pos into e, the last of c->envs. */
@@ -681,7 +738,7 @@ static int parse_env(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         int r;
 
         *e = (EnvConfig) {
-                .api = API_V1,
+                .api = API_V2,
                 .request_timeout = DEFAULT_REQUEST_TIMEOUT,
                 .max_parallel = DEFAULT_MAX_PARALLEL,
                 .line = setting_line(g),
@@ -721,7 +778,35 @@ static int parse_env(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 if (r < 0)
                         error_at(ctx, s, "url: '%s': %s", v, err);
                 else {
-                        const char *api = strstr(e->url + strcspn(e->url, ":") + 3, "/api");
+                        _cleanup_free_ char *norm = url_normalize(e->url);
+                        const char *api;
+
+                        if (!norm)
+                                return -ENOMEM;
+                        /* Both would find each other's tokens in a leftover scan. */
+                        for (size_t i = 0; i < idx; i++) {
+                                _cleanup_free_ char *other = NULL;
+
+                                if (!c->envs[i].url)
+                                        continue;
+                                other = url_normalize(c->envs[i].url);
+                                if (!other)
+                                        return -ENOMEM;
+                                if (!streq(norm, other))
+                                        continue;
+                                if (c->envs[i].name)
+                                        error_at(ctx, s, "%s has the same url as '%s' (line "
+                                                 "%d): the leftover scan could take one's "
+                                                 "tokens for the other's", what,
+                                                 c->envs[i].name, c->envs[i].line);
+                                else
+                                        error_at(ctx, s, "%s has the same url as environment "
+                                                 "#%zu (line %d): the leftover scan could "
+                                                 "take one's tokens for the other's", what,
+                                                 i + 1, c->envs[i].line);
+                                break;
+                        }
+                        api = strstr(e->url + strcspn(e->url, ":") + 3, "/api");
                         if (api && (api[4] == 0 || api[4] == '/'))
                                 warning_at(ctx, s, "url: '%s' looks like an API URL: give the "
                                            "environment's base URL, the API path is added", v);
@@ -742,6 +827,10 @@ static int parse_env(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                        &e->management_token_file, &s_file);
         if (r == -ENOMEM)
                 return r;
+        if (r > 0) {
+                e->management_token_file_source = config_source(ctx, c, s_file);
+                e->management_token_file_line = setting_line(s_file);
+        }
         s_cred = group_string(&grp, "management_token_credential", false, NULL, &v);
         if (s_cred) {
                 if (strdup_to(&e->management_token_credential, v) < 0)
@@ -943,15 +1032,14 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         const config_setting_t *s, *s_rotate = NULL, *s_renew = NULL, *s_expires = NULL;
         const char *v = NULL;
         char what[NAME_MAX_LEN + 32];
-        bool rotate_ok, renew_ok, expires_ok, expires_set;
+        bool rotate_ok, renew_ok, renew_set, expires_ok, expires_set;
         Group grp;
         int r;
 
         *j = (JobConfig) {
                 .grace_period = DEFAULT_GRACE_PERIOD,
                 .revoke_delay = DEFAULT_REVOKE_DELAY,
-                .renew_before = DEFAULT_RENEW_BEFORE,
-                .mode = DEFAULT_MODE,
+                .mode = JOB_MODE_KEEP,
                 .uid = (uid_t) -1,
                 .gid = (gid_t) -1,
                 .line = setting_line(g),
@@ -989,6 +1077,8 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         if (r == -ENOMEM)
                 return r;
         if (r > 0) {
+                j->file_source = config_source(ctx, c, s);
+                j->file_line = setting_line(s);
                 first = ctx_first(&ctx->job_files, j, job_file_cmp);
                 if (!first)
                         return -ENOMEM;
@@ -1006,12 +1096,18 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         r = group_duration(&grp, "renew_before", false, false, 0, USEC_PER_YEAR,
                            "a year (365d)", &j->renew_before, &s_renew);
         renew_ok = r >= 0;
+        renew_set = r > 0;
         r = group_duration(&grp, "expires_in", false, true, 0, USEC_INFINITY - 1, "",
                            &j->expires_in, &s_expires);
         expires_set = r > 0;
         expires_ok = r >= 0;
         if (!expires_set && rotate_ok)
                 j->expires_in = 2 * j->rotate_every;
+        /* Renew a third of the lifetime early, at most a week: "rotate_every = 1d" alone
+         * makes a valid job. */
+        if (!renew_set)
+                j->renew_before = (expires_set || rotate_ok) && j->expires_in != USEC_INFINITY ?
+                        MIN(j->expires_in / 3, DEFAULT_RENEW_BEFORE_MAX) : DEFAULT_RENEW_BEFORE_MAX;
 
         /* New tokens must not be due for renewal the moment they are made. */
         if (renew_ok && expires_ok && (expires_set || rotate_ok) &&
@@ -1023,10 +1119,11 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 format_duration(r_buf, sizeof(r_buf), j->renew_before);
                 if (j->expires_in <= j->renew_before)
                         error_at(ctx, s_expires ?: s_renew ?: s_rotate,
-                                 "expires_in (%s%s) must be longer than renew_before (%s): "
+                                 "expires_in (%s%s) must be longer than renew_before (%s%s): "
                                  "new tokens would be due for renewal as soon as they are "
                                  "created%s", e_buf,
                                  expires_set ? "" : ", the default of 2 x rotate_every", r_buf,
+                                 renew_set ? "" : ", the default of a third of expires_in",
                                  expires_set ? "; set a shorter renew_before or a longer expires_in"
                                              : "; set expires_in, or a shorter renew_before");
                 else if (rotate_ok && j->expires_in - j->renew_before < j->rotate_every)
@@ -1088,6 +1185,11 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                         else if (r < 0)
                                 error_at(ctx, s, "mode: '%s' is not an octal mode such as "
                                          "\"0640\"", v);
+                        else if (m & (S_ISUID | S_ISGID | S_ISVTX))
+                                error_at(ctx, s, "mode: '%s' sets the %s bit: a token file "
+                                         "needs none of setuid, setgid and sticky; use "
+                                         "permission bits only, such as \"0640\"", v,
+                                         m & S_ISUID ? "setuid" : m & S_ISGID ? "setgid" : "sticky");
                         else if (m & S_IWOTH)
                                 error_at(ctx, s, "mode: '%s' would make the token file "
                                          "writable by everyone", v);
@@ -1107,8 +1209,8 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 if (r == -ENOMEM)
                         return r;
                 if (!*v)
-                        error_at(ctx, s, "owner must not be empty (leave it out for the "
-                                 "daemon's user)");
+                        error_at(ctx, s, "owner must not be empty (leave it out to keep "
+                                 "the current file's owner)");
                 else if (r == -ENOENT)
                         error_at(ctx, s, "owner: unknown user '%s'", v);
                 else if (r == -EINVAL)
@@ -1126,8 +1228,8 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 if (r == -ENOMEM)
                         return r;
                 if (!*v)
-                        error_at(ctx, s, "group must not be empty (leave it out for the "
-                                 "daemon's group)");
+                        error_at(ctx, s, "group must not be empty (leave it out to keep "
+                                 "the current file's group)");
                 else if (r == -ENOENT)
                         error_at(ctx, s, "group: unknown group '%s'", v);
                 else if (r == -EINVAL)
@@ -1400,6 +1502,84 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
         return 0;
 }
 
+/* ---- --check-config: the token files ------------------------------------------ */
+
+static void check_token_path(Ctx *ctx, const char *source, int line, const char *key,
+                             const char *path) {
+        _cleanup_free_ char *dir = NULL;
+        struct stat st;
+
+        if (lstat(path, &st) >= 0) {
+                if (S_ISLNK(st.st_mode)) {
+                        _cleanup_free_ char *target = symlink_target(path);
+                        if (!target) {
+                                ctx->oom = true;
+                                return;
+                        }
+                        report_line(ctx, LOG_ERR, source, line, "%s: '%s' is a symbolic link "
+                                    "to '%s': symbolic links are refused, set %s to the real "
+                                    "path", key, path, target, key);
+                } else if (!S_ISREG(st.st_mode))
+                        report_line(ctx, LOG_ERR, source, line, "%s: '%s' is not a regular "
+                                    "file (%s)", key, path, file_type_name(st.st_mode));
+                return;
+        }
+        if (errno != ENOENT) {
+                report_line(ctx, LOG_WARNING, source, line, "%s: cannot check '%s': %s", key,
+                            path, strerror(errno));
+                return;
+        }
+        /* Not there yet is fine (it must be before the job runs); its directory must be. */
+        dir = dirname_malloc(path);
+        if (!dir) {
+                ctx->oom = true;
+                return;
+        }
+        if (stat(dir, &st) < 0) {
+                if (errno == ENOENT || errno == ENOTDIR)
+                        report_line(ctx, LOG_ERR, source, line, "%s: the directory '%s' does "
+                                    "not exist", key, dir);
+                else
+                        report_line(ctx, LOG_WARNING, source, line, "%s: cannot check '%s': "
+                                    "%s", key, dir, strerror(errno));
+        } else if (!S_ISDIR(st.st_mode))
+                report_line(ctx, LOG_ERR, source, line, "%s: '%s' is not a directory", key, dir);
+}
+
+int config_check_files(const Config *c, config_report_t report, void *userdata) {
+        Ctx ctx = { .path = c ? c->path : NULL };
+        int r = 0;
+
+        if (!c)
+                return -EINVAL;
+        for (size_t k = 0; k < c->n_envs; k++) {
+                const EnvConfig *e = &c->envs[k];
+                bool also_job = false;
+
+                if (!e->management_token_file)
+                        continue;
+                /* A self-rotated management token is checked (and reported) as the job's. */
+                for (size_t i = 0; i < c->n_jobs && !also_job; i++)
+                        also_job = streq_ptr(c->jobs[i].file, e->management_token_file);
+                if (!also_job)
+                        check_token_path(&ctx, e->management_token_file_source ?: c->path,
+                                         e->management_token_file_line, "management_token_file",
+                                         e->management_token_file);
+        }
+        for (size_t i = 0; i < c->n_jobs; i++)
+                if (c->jobs[i].file)
+                        check_token_path(&ctx, c->jobs[i].file_source ?: c->path,
+                                         c->jobs[i].file_line, "file", c->jobs[i].file);
+
+        ctx_flush(&ctx, report, userdata);
+        if (ctx.oom)
+                r = -ENOMEM;
+        else if (ctx.n_errors > 0)
+                r = -EINVAL;
+        ctx_done(&ctx);
+        return r;
+}
+
 static void env_config_done(EnvConfig *e) {
         free(e->name);
         free(e->url);
@@ -1428,6 +1608,7 @@ Config *config_free(Config *c) {
         free(c->jobs);
         free(c->path);
         free(c->state_directory);
+        strv_free(c->sources);
         free(c);
         return NULL;
 }

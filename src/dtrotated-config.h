@@ -16,8 +16,10 @@ typedef enum ApiVersion {
 typedef struct EnvConfig {
         char *name;
         char *url;                    /* base URL, trailing '/' removed */
-        ApiVersion api;               /* default API_V1 */
+        ApiVersion api;               /* default API_V2 (v1 is deprecated) */
         char *management_token_file;  /* path; NULL when the credential is used */
+        const char *management_token_file_source; /* where it is set, for messages: */
+        int management_token_file_line;           /* a file name owned by Config.sources */
         char *management_token_credential; /* name in $CREDENTIALS_DIRECTORY, or NULL */
         char *ca_file;                /* NULL: system CA store */
         usec_t request_timeout;       /* default 30s */
@@ -25,28 +27,40 @@ typedef struct EnvConfig {
         int line;                     /* where it is defined, for messages */
 } EnvConfig;
 
+/* JobConfig.mode when `mode` is not set: keep the mode of the file being replaced
+ * (without write permission for others); a new file gets JOB_MODE_NEW. */
+#define JOB_MODE_KEEP ((mode_t) -1)
+#define JOB_MODE_NEW ((mode_t) 0600)
+
 typedef struct JobConfig {
         char *name;                   /* [A-Za-z0-9._@:-]{1,64} */
         char *environment;            /* name as written */
         EnvConfig *env;               /* resolved, points into Config.envs */
         char *file;                   /* absolute path */
+        const char *file_source;      /* where it is set, for messages (Config.sources) */
+        int file_line;
         usec_t rotate_every;          /* required, > 0 */
         usec_t grace_period;          /* default 7d, <= 1 year */
         usec_t revoke_delay;          /* default 0s, <= 1 year */
-        usec_t renew_before;          /* default 7d */
+        usec_t renew_before;          /* default (filled in by the loader) a third of
+                                       * expires_in, at most 7d; 7d when expires_in is
+                                       * "never" */
         usec_t expires_in;            /* default (filled in by the loader) 2 x rotate_every;
                                        * USEC_INFINITY = "never" */
         char **scopes;                /* NULL: the old token's scopes */
         char *token_name;             /* NULL: the old token's name */
-        mode_t mode;                  /* default 0600 */
-        uid_t uid;                    /* (uid_t) -1: the daemon's */
-        gid_t gid;                    /* (gid_t) -1: the daemon's */
+        mode_t mode;                  /* 0..0777; default JOB_MODE_KEEP */
+        uid_t uid;                    /* (uid_t) -1: keep the current file's owner; a new
+                                       * file gets the daemon's */
+        gid_t gid;                    /* (gid_t) -1: keep the current file's group; a new
+                                       * file gets the one the directory gives it */
         char *on_rotate;              /* absolute path of a program, or NULL */
         int line;
 } JobConfig;
 
 typedef struct Config {
         char *path;
+        char **sources;               /* the configuration files read (main, included) */
         char *state_directory;        /* default $STATE_DIRECTORY, else /var/lib/dtrotated */
         usec_t retry_max_delay;       /* default 1h */
         EnvConfig *envs;
@@ -65,6 +79,16 @@ typedef void (*config_report_t)(int prio, const char *msg, void *userdata);
 int config_load(const char *path, Config **ret, config_report_t report, void *userdata);
 Config *config_free(Config *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Config *, config_free);
+
+/* For --check-config (config_load() does not look at them, so that one broken token
+ * file cannot stop the daemon from running the other jobs): checks every job's `file`
+ * and every `management_token_file` as the caller sees it. A path that exists must be a
+ * regular file, not a symbolic link (the message names the link's target) and not a
+ * FIFO, device, directory or socket; its directory must exist. A path that does not
+ * exist yet is fine; one that cannot be looked at (permissions) draws a warning.
+ * Problems are reported like config_load()'s, "FILE:LINE: what is wrong", at the line
+ * of the setting. Returns 0 when no error was reported, -EINVAL when one was, -ENOMEM. */
+int config_check_files(const Config *c, config_report_t report, void *userdata);
 
 const EnvConfig *config_find_env(const Config *c, const char *name);
 const JobConfig *config_find_job(const Config *c, const char *name);

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "dtrotated-deliver.h"
@@ -29,47 +32,236 @@ static int write_all(int fd, const char *p, size_t n) {
         return 0;
 }
 
-int deliver_stage(const JobConfig *j, const char *secret) {
-        _cleanup_free_ char *staged = deliver_staged_path(j->file);
-        _cleanup_close_ int fd = -1;
+static int set_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
+static int set_error(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                free(*ret_error);
+                va_start(ap, fmt);
+                if (vasprintf(ret_error, fmt, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+/* The target as it is now, never followed: 1 and *ret when it is a regular file, 0
+ * when it does not exist, or an error (a symbolic link or another kind of file). */
+static int inspect_target(const char *file, struct stat *ret, char **ret_error) {
+        if (lstat(file, ret) < 0) {
+                if (errno == ENOENT)
+                        return 0;
+                return set_error(ret_error, -errno, "cannot inspect %s: %s", file, strerror(errno));
+        }
+        if (S_ISLNK(ret->st_mode)) {
+                _cleanup_free_ char *target = symlink_target(file);
+                return set_error(ret_error, -ELOOP, "%s is a symbolic link to %s; set file to "
+                                 "the real path", file, target ?: "(unknown)");
+        }
+        if (!S_ISREG(ret->st_mode))
+                return set_error(ret_error, S_ISDIR(ret->st_mode) ? -EISDIR : -EBADMSG,
+                                 "%s is not a regular file (%s)", file, file_type_name(ret->st_mode));
+        return 1;
+}
+
+static bool have_cap_chown(void) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+
+        if (syscall(SYS_capget, &h, d) < 0)
+                return geteuid() == 0;
+        return d[0].effective & (UINT32_C(1) << CAP_CHOWN);
+}
+
+static bool in_group(gid_t gid) {
+        _cleanup_free_ gid_t *groups = NULL;
+        int n;
+
+        if (gid == getegid())
+                return true;
+        n = getgroups(0, NULL);
+        if (n <= 0)
+                return false;
+        groups = calloc((size_t) n, sizeof(gid_t));
+        if (!groups)
+                return false;
+        n = getgroups(n, groups);
+        for (int i = 0; i < n; i++)
+                if (groups[i] == gid)
+                        return true;
+        return false;
+}
+
+/* The owner, group and mode the new file gets; 0, or an error when the target cannot
+ * be replaced (a symbolic link, not a regular file). */
+static int plan_target(const JobConfig *j, uid_t *ret_uid, gid_t *ret_gid, mode_t *ret_mode,
+                       char **ret_error) {
+        struct stat cur;
         int r;
 
+        *ret_uid = j->uid;
+        *ret_gid = j->gid;
+        *ret_mode = j->mode;
+        /* Unless the configuration says otherwise, the new file looks like the old one. */
+        r = inspect_target(j->file, &cur, ret_error);
+        if (r < 0)
+                return r;
+        if (r > 0) {
+                if (*ret_uid == (uid_t) -1)
+                        *ret_uid = cur.st_uid;
+                if (*ret_gid == (gid_t) -1)
+                        *ret_gid = cur.st_gid;
+                if (*ret_mode == JOB_MODE_KEEP)
+                        *ret_mode = cur.st_mode & 0777 & ~(mode_t) S_IWOTH;
+        }
+        if (*ret_mode == JOB_MODE_KEEP)
+                *ret_mode = JOB_MODE_NEW;
+        return 0;
+}
+
+static int chown_refused(const JobConfig *j, int r, uid_t uid, gid_t gid, char **ret_error) {
+        if (uid != (uid_t) -1)
+                return set_error(ret_error, r, "cannot give %s to uid %u%s: that needs "
+                                 "CAP_CHOWN; chown it to the user dtrotated runs as (readers "
+                                 "can get in through the group), or set owner",
+                                 j->file, (unsigned) uid,
+                                 j->uid == (uid_t) -1 ? ", the owner of the current file" : "");
+        return set_error(ret_error, r, "cannot give %s to gid %u%s: dtrotated must be a member "
+                         "of that group (SupplementaryGroups=), or the directory setgid to it",
+                         j->file, (unsigned) gid,
+                         j->gid == (gid_t) -1 ? ", the group of the current file" : "");
+}
+
+int deliver_check(const JobConfig *j, char **ret_error) {
+        uid_t uid;
+        gid_t gid;
+        mode_t mode;
+        int r;
+
+        if (ret_error)
+                *ret_error = NULL;
+        r = plan_target(j, &uid, &gid, &mode, ret_error);
+        if (r < 0)
+                return r;
+        if (have_cap_chown())
+                return 0;
+        if (uid != (uid_t) -1 && uid != geteuid())
+                return chown_refused(j, -EPERM, uid, (gid_t) -1, ret_error);
+        /* A new file may get the directory's group (setgid): that one needs no chown. */
+        if (gid != (gid_t) -1 && !in_group(gid)) {
+                _cleanup_free_ char *dir = dirname_malloc(j->file);
+                struct stat st;
+
+                if (!dir)
+                        return -ENOMEM;
+                if (stat(dir, &st) < 0 || !(st.st_mode & S_ISGID) || st.st_gid != gid)
+                        return chown_refused(j, -EPERM, (uid_t) -1, gid, ret_error);
+        }
+        return 0;
+}
+
+int deliver_stage_full(const JobConfig *j, const char *secret, char **ret_error) {
+        _cleanup_free_ char *staged = deliver_staged_path(j->file);
+        _cleanup_close_ int fd = -1;
+        uid_t uid;
+        gid_t gid;
+        mode_t mode;
+        struct stat st;
+        int r;
+
+        if (ret_error)
+                *ret_error = NULL;
         if (!staged)
                 return -ENOMEM;
+        r = plan_target(j, &uid, &gid, &mode, ret_error);
+        if (r < 0)
+                return r;
+
         if (unlink(staged) < 0 && errno != ENOENT)
-                return -errno;
+                return set_error(ret_error, -errno, "cannot remove the stale %s: %s", staged,
+                                 strerror(errno));
         /* Mode and owner are set before a byte of the secret is written. */
-        fd = open(staged, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = open(staged, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
         if (fd < 0)
-                return -errno;
-        if ((j->uid != (uid_t) -1 || j->gid != (gid_t) -1) && fchown(fd, j->uid, j->gid) < 0)
+                return set_error(ret_error, -errno, "cannot create %s: %s", staged, strerror(errno));
+        if (fstat(fd, &st) < 0) {
+                r = set_error(ret_error, -errno, "cannot inspect %s: %s", staged, strerror(errno));
                 goto fail;
-        if (fchmod(fd, j->mode) < 0)
+        }
+        /* Only what differs: a new file already has our uid and the directory's group. */
+        if (uid == st.st_uid)
+                uid = (uid_t) -1;
+        if (gid == st.st_gid)
+                gid = (gid_t) -1;
+        if ((uid != (uid_t) -1 || gid != (gid_t) -1) && fchown(fd, uid, gid) < 0) {
+                r = -errno;
+                if (r == -EPERM)
+                        chown_refused(j, r, uid, gid, ret_error);
+                else
+                        set_error(ret_error, r, "cannot change the owner of %s: %s", staged,
+                                  strerror(-r));
                 goto fail;
+        }
+        if (fchmod(fd, mode) < 0) {
+                r = set_error(ret_error, -errno, "cannot set mode %04o on %s: %s",
+                              (unsigned) mode, staged, strerror(errno));
+                goto fail;
+        }
         r = write_all(fd, secret, strlen(secret));
         if (r == 0)
                 r = write_all(fd, "\n", 1);
+        if (r == 0 && fsync(fd) < 0)
+                r = -errno;
         if (r < 0) {
-                errno = -r;
+                set_error(ret_error, r, "cannot write %s: %s", staged, strerror(-r));
                 goto fail;
         }
-        if (fsync(fd) < 0)
-                goto fail;
         return 0;
 fail:
-        r = -errno;
         (void) unlink(staged);
         return r;
 }
 
-int deliver_commit(const JobConfig *j) {
-        _cleanup_free_ char *staged = deliver_staged_path(j->file);
+int deliver_stage(const JobConfig *j, const char *secret) {
+        return deliver_stage_full(j, secret, NULL);
+}
 
+int deliver_commit_full(const JobConfig *j, const char *expected, char **ret_error) {
+        _cleanup_free_ char *staged = deliver_staged_path(j->file);
+        struct stat cur;
+        int r;
+
+        if (ret_error)
+                *ret_error = NULL;
         if (!staged)
                 return -ENOMEM;
-        if (rename(staged, j->file) < 0)
-                return -errno;
-        return fsync_parent_dir(j->file);
+        /* rename() would replace a symbolic link itself, leaving readers of its target
+         * with the old token: refuse, as reading it does. */
+        r = inspect_target(j->file, &cur, ret_error);
+        if (r < 0)
+                return r;
+        if (rename(staged, j->file) < 0) {
+                _cleanup_erase_ char *have = NULL;
+                const char *why;
+
+                r = -errno;
+                /* Renamed before, and only the directory's fsync failed? Then the target
+                 * holds the expected token: finish the job instead of failing forever. */
+                if (r != -ENOENT || !expected || read_token_file(j->file, &have, &why) < 0 ||
+                    !streq(have, expected))
+                        return set_error(ret_error, r, "cannot rename %s to %s: %s", staged,
+                                         j->file, strerror(-r));
+        }
+        r = fsync_parent_dir(j->file);
+        if (r < 0)
+                return set_error(ret_error, r, "cannot sync the directory of %s: %s", j->file,
+                                 strerror(-r));
+        return 0;
+}
+
+int deliver_commit(const JobConfig *j) {
+        return deliver_commit_full(j, NULL, NULL);
 }
 
 int deliver_read_staged(const JobConfig *j, char **ret) {

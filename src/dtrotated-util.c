@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include <ctype.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -103,6 +104,14 @@ static int parse_digits(const char **p, int n, int *ret) {
         return 0;
 }
 
+static int days_in_month(int year, int mon) {
+        static const int days[] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+
+        if (mon == 2 && ((year % 4 == 0 && year % 100 != 0) || year % 400 == 0))
+                return 29;
+        return days[mon - 1];
+}
+
 int parse_iso8601(const char *s, usec_t *ret) {
         int year, mon, day, hour, min, sec = 0, r;
         usec_t frac = 0;
@@ -114,11 +123,18 @@ int parse_iso8601(const char *s, usec_t *ret) {
         if (!s)
                 return -EINVAL;
 
-        /* Plain epoch milliseconds, as the v1 API answers in practice. */
+        /* Plain epoch milliseconds, as the v1 API answers in practice. Overflow is
+         * refused, never wrapped: a hostile answer must not turn into a small time. */
         if (*s && strspn(s, "0123456789") == strlen(s)) {
-                if (strlen(s) > 18)
-                        return -ERANGE;
-                *ret = (usec_t) strtoull(s, NULL, 10) * USEC_PER_MSEC;
+                const usec_t max = (USEC_INFINITY - 1) / USEC_PER_MSEC;
+                usec_t ms = 0;
+                for (; *p; p++) {
+                        usec_t digit = (usec_t) (*p - '0');
+                        if (ms > (max - digit) / 10)
+                                return -ERANGE;
+                        ms = ms * 10 + digit;
+                }
+                *ret = ms * USEC_PER_MSEC;
                 return 0;
         }
 
@@ -153,12 +169,15 @@ int parse_iso8601(const char *s, usec_t *ret) {
                         p++;
                 if (isdigit((unsigned char) *p) && parse_digits(&p, 2, &om) < 0)
                         return -EINVAL;
+                if (oh > 23 || om > 59)
+                        return -EINVAL;
                 offset = sign * (oh * 3600L + om * 60L);
         } else
                 return -EINVAL; /* no zone: ambiguous, refuse rather than guess */
         if (*p)
                 return -EINVAL;
-        if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60 || year < 1970)
+        if (mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) || hour > 23 ||
+            min > 59 || sec > 60 || year < 1970)
                 return -EINVAL;
 
         tm.tm_year = year - 1900;
@@ -190,9 +209,18 @@ usec_t now_monotonic(void) {
 
 static bool token_part_valid(const char *s, size_t len) {
         for (size_t i = 0; i < len; i++)
-                if (!isalnum((unsigned char) s[i]))
+                if (!isascii((unsigned char) s[i]) || !isalnum((unsigned char) s[i]))
                         return false;
         return true;
+}
+
+bool token_is_legacy(const char *token) {
+        size_t n;
+
+        if (!token)
+                return false;
+        n = strnlen(token, TOKEN_LEGACY_MAX + 1);
+        return n >= TOKEN_LEGACY_MIN && n <= TOKEN_LEGACY_MAX && token_part_valid(token, n);
 }
 
 bool token_is_valid(const char *token) {
@@ -201,7 +229,9 @@ bool token_is_valid(const char *token) {
         if (!token)
                 return false;
         dot1 = strchr(token, '.');
-        if (!dot1 || dot1 == token || !token_part_valid(token, (size_t) (dot1 - token)))
+        if (!dot1)
+                return token_is_legacy(token);
+        if (dot1 == token || !token_part_valid(token, (size_t) (dot1 - token)))
                 return false;
         dot2 = strchr(dot1 + 1, '.');
         if (!dot2 || dot2 - dot1 - 1 != 24 || !token_part_valid(dot1 + 1, 24))
@@ -210,29 +240,113 @@ bool token_is_valid(const char *token) {
 }
 
 char *token_public_part(char *buf, size_t size, const char *token) {
-        if (!token_is_valid(token)) {
+        if (token_is_legacy(token))
+                snprintf(buf, size, "(legacy token)"); /* all of it is the secret */
+        else if (!token_is_valid(token))
                 snprintf(buf, size, "(not a token)");
-                return buf;
-        }
-        snprintf(buf, size, "%.*s", (int) (strrchr(token, '.') - token), token);
+        else
+                snprintf(buf, size, "%.*s", (int) (strrchr(token, '.') - token), token);
         return buf;
 }
 
-int read_token_file(const char *path, char **ret, const char **ret_error) {
-        _cleanup_close_ int fd = -1;
-        char buf[4097];
-        size_t len = 0;
-        const char *start, *end;
+const char *file_type_name(mode_t mode) {
+        switch (mode & S_IFMT) {
+        case S_IFREG:
+                return "a regular file";
+        case S_IFDIR:
+                return "a directory";
+        case S_IFLNK:
+                return "a symbolic link";
+        case S_IFIFO:
+                return "a FIFO";
+        case S_IFSOCK:
+                return "a socket";
+        case S_IFCHR:
+                return "a character device";
+        case S_IFBLK:
+                return "a block device";
+        default:
+                return "of an unknown type";
+        }
+}
+
+char *symlink_target(const char *path) {
+        char buf[PATH_MAX];
+        ssize_t n;
+        char *r;
+
+        /* The file it leads to, when that exists: the path to put in the configuration. */
+        r = realpath(path, NULL);
+        if (r)
+                return r;
+        n = readlink(path, buf, sizeof(buf) - 1);
+        if (n < 0)
+                return strdup("(unreadable)");
+        buf[n] = 0;
+        return strdup(buf);
+}
+
+/* The explanation for the last refusal, for messages that must name a link target. */
+static _Thread_local char token_file_error[PATH_MAX + 128];
+
+static const char *token_file_errorf(const char *fmt, ...) _printf_(1, 2);
+static const char *token_file_errorf(const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(token_file_error, sizeof(token_file_error), fmt, ap);
+        va_end(ap);
+        return token_file_error;
+}
+
+/* Why path is refused without opening it (a symbolic link or not a regular file):
+ * -ELOOP or -EBADMSG with *ret_error set; 0 when it is a regular file; -errno. */
+static int token_file_check_type(const char *path, const char **ret_error) {
         struct stat st;
 
-        *ret_error = NULL;
-        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        if (fd < 0)
+        if (lstat(path, &st) < 0)
                 return -errno;
+        if (S_ISLNK(st.st_mode)) {
+                _cleanup_free_ char *target = symlink_target(path);
+                *ret_error = token_file_errorf("is a symbolic link to %s; set the path in the "
+                                               "configuration to the real file",
+                                               target ?: "(unknown)");
+                return -ELOOP;
+        }
+        if (!S_ISREG(st.st_mode)) {
+                *ret_error = token_file_errorf("is not a regular file (%s)", file_type_name(st.st_mode));
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+#define TOKEN_FILE_MAX 4096
+
+int read_token_file(const char *path, char **ret, const char **ret_error) {
+        _cleanup_close_ int fd = -1;
+        char buf[TOKEN_FILE_MAX + 2];
+        size_t len = 0;
+        char *start, *end;
+        struct stat st;
+        int r;
+
+        *ret_error = NULL;
+        /* Look before opening: a device is never opened, a FIFO never waited on. */
+        r = token_file_check_type(path, ret_error);
+        if (r < 0)
+                return r;
+        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0) {
+                r = -errno;
+                /* Replaced since the lstat(): explain what it is now. */
+                if (IN_SET(r, -ELOOP, -ENXIO) && token_file_check_type(path, ret_error) < 0)
+                        return r == -ENXIO ? -EBADMSG : r;
+                return r;
+        }
         if (fstat(fd, &st) < 0)
                 return -errno;
         if (!S_ISREG(st.st_mode)) {
-                *ret_error = "not a regular file";
+                *ret_error = token_file_errorf("is not a regular file (%s)", file_type_name(st.st_mode));
                 return -EBADMSG;
         }
         for (;;) {
@@ -240,14 +354,15 @@ int read_token_file(const char *path, char **ret, const char **ret_error) {
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        int r = -errno;
+                        r = -errno;
                         explicit_bzero(buf, sizeof(buf));
                         return r;
                 }
                 if (n == 0)
                         break;
                 len += (size_t) n;
-                if (len == sizeof(buf) - 1) {
+                if (len > TOKEN_FILE_MAX) {
+                        /* Whatever this is, it is not one token: refuse it whole. */
                         explicit_bzero(buf, sizeof(buf));
                         *ret_error = "larger than 4 KiB";
                         return -EFBIG;
@@ -258,11 +373,16 @@ int read_token_file(const char *path, char **ret, const char **ret_error) {
                 ;
         for (end = buf + len; end > start && isspace((unsigned char) end[-1]); end--)
                 ;
-        buf[end - buf] = 0;
+        *end = 0;
         if (start == end)
                 *ret_error = "empty";
+        else if (memchr(start, 0, (size_t) (end - start)))
+                *ret_error = "contains a NUL byte";
+        else if (strpbrk(start, " \t\r\n\v\f"))
+                *ret_error = "holds more than one line or word: it must hold exactly one token";
         else if (!token_is_valid(start))
-                *ret_error = "does not hold one token of the form dt0c01.<24 chars>.<64 chars>";
+                *ret_error = "does not hold a token of the form dt0c01.<24 chars>.<64 chars> "
+                             "(or a legacy token of 16 to 128 letters and digits)";
         if (*ret_error) {
                 explicit_bzero(buf, sizeof(buf));
                 return -EBADMSG;

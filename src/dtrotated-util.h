@@ -19,23 +19,48 @@ char *format_timestamp(char *buf, size_t size, usec_t t);
 #define FORMAT_TIMESTAMP_MAX 32
 
 /* Parse epoch milliseconds (integer) or ISO 8601 ("2026-11-23T09:40:00Z",
- * "2026-11-23T09:40:00.123+01:00", "2026-11-23T09:40Z") into µs since the epoch. */
+ * "2026-11-23T09:40:00.123+01:00", "2026-11-23T09:40Z") into µs since the epoch.
+ * -EINVAL for anything else (also impossible dates such as February 30th and times
+ * before 1970), -ERANGE for epoch milliseconds beyond what usec_t holds (never
+ * wrapped). */
 int parse_iso8601(const char *s, usec_t *ret);
 
 usec_t now_realtime(void);
 usec_t now_monotonic(void);
 
 /* Dynatrace tokens look like "dt0c01.<24 chars>.<64 chars>": the first two parts
- * are public, the third is the secret. */
+ * are public, the third is the secret. Tokens from before 2021 are one string of
+ * letters and digits without dots (21 characters in practice; TOKEN_LEGACY_MIN to
+ * TOKEN_LEGACY_MAX are accepted) and have no public part: all of it is the secret. */
 #define TOKEN_PUBLIC_MAX 64
-bool token_is_valid(const char *token);
-/* Writes "dt0c01.ABCD...XYZ" (the public part, never the secret) into buf. For
- * something that is not a token, writes "(not a token)". */
+#define TOKEN_LEGACY_MIN 16
+#define TOKEN_LEGACY_MAX 128
+bool token_is_valid(const char *token);     /* either format */
+bool token_is_legacy(const char *token);    /* the pre-2021 format */
+/* Writes "dt0c01.ABCD...XYZ" (the public part, never the secret) into buf. For a
+ * legacy token writes "(legacy token)" (no part of it may be shown); for something
+ * that is not a token, "(not a token)". */
 char *token_public_part(char *buf, size_t size, const char *token);
 
-/* Read a token file: at most 4 KiB, surrounding whitespace stripped, must be one
- * valid token. -ENOENT, -EBADMSG (not a token: *ret_error says why, without
- * content), -EFBIG, other -errno. The secret is returned in *ret (erase_and_free). */
+/* "a FIFO", "a directory", "a socket", ... for messages about a file of the wrong type. */
+const char *file_type_name(mode_t mode);
+/* Where the symbolic link path leads: the canonical path of the file when it exists,
+ * else the link's text; malloc'ed (NULL: out of memory). */
+char *symlink_target(const char *path);
+
+/* Read a token file: never follows a symbolic link in the last component, never
+ * blocks (a FIFO or device is refused before it is opened), regular files only, at
+ * most 4 KiB, surrounding white space (also CR LF) stripped, must hold exactly one
+ * valid token. Returns 0 and the secret in *ret (erase_and_free), or:
+ *   -ELOOP    a symbolic link: *ret_error is "is a symbolic link to /real/path; ..."
+ *   -EBADMSG  not a regular file ("is not a regular file (a FIFO)"), empty, more than
+ *             one line or word, not a token: *ret_error says why
+ *   -EFBIG    larger than 4 KiB (*ret_error set)
+ *   -ENOENT, other -errno (*ret_error NULL: use strerror()).
+ * *ret_error never contains any of the file's content and is meant to follow the path
+ * ("PATH: is not a regular file (a FIFO)"). It is a constant or points to a
+ * thread-local buffer that stays valid until the next read_token_file() call in the
+ * same thread: copy it before calling again. */
 int read_token_file(const char *path, char **ret, const char **ret_error);
 
 /* NULL-terminated string vectors. */

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <syslog.h>
 
@@ -203,7 +204,7 @@ static void test_full(void **state) {
                  "  { name = \"prod\"; url = \"https://abc12345.live.dynatrace.com/\"; api = \"v2\";\n"
                  "    management_token_file = \"/etc/dtrotated/prod-admin.token\";\n"
                  "    ca_file = \"%s\"; request_timeout = \"45s\"; max_parallel = 8; },\n"
-                 "  { name = \"dev.local_1\"; url = \"http://127.0.0.1:8080/e/abc//\";\n"
+                 "  { name = \"dev.local_1\"; url = \"http://127.0.0.1:8080/e/abc//\"; api = \"v1\";\n"
                  "    management_token_credential = \"dev-admin\"; }\n"
                  ");\n"
                  "tokens = (\n"
@@ -267,6 +268,8 @@ static void test_full(void **state) {
         assert_int_equal(j->gid, 0);
         assert_string_equal(j->on_rotate, "/bin/true");
         assert_int_equal(j->line, 11);
+        assert_int_equal(j->file_line, 12);
+        assert_string_equal(j->file_source, cur_path);
 
         j = config_find_job(c, "b");
         assert_ptr_equal(j->env, &c->envs[1]);
@@ -296,7 +299,9 @@ static void test_defaults(void **state) {
         assert_int_equal(c->retry_max_delay, USEC_PER_HOUR);
 
         e = &c->envs[0];
-        assert_int_equal(e->api, API_V1);
+        assert_int_equal(e->api, API_V2);     /* v1 is deprecated */
+        assert_int_equal(e->management_token_file_line, 1);
+        assert_string_equal(e->management_token_file_source, cur_path);
         assert_int_equal(e->request_timeout, 30 * USEC_PER_SEC);
         assert_int_equal(e->max_parallel, 4);
         assert_null(e->ca_file);
@@ -306,11 +311,11 @@ static void test_defaults(void **state) {
         assert_ptr_equal(j->env, e);
         assert_int_equal(j->grace_period, 7 * USEC_PER_DAY);
         assert_int_equal(j->revoke_delay, 0);
-        assert_int_equal(j->renew_before, 7 * USEC_PER_DAY);
+        assert_int_equal(j->renew_before, 7 * USEC_PER_DAY);  /* 60d / 3, at most 7d */
         assert_int_equal(j->expires_in, 60 * USEC_PER_DAY);   /* 2 x rotate_every */
         assert_null(j->scopes);
         assert_null(j->token_name);
-        assert_int_equal(j->mode, 0600);
+        assert_int_equal(j->mode, JOB_MODE_KEEP);
         assert_int_equal(j->uid, (uid_t) -1);
         assert_int_equal(j->gid, (gid_t) -1);
         assert_null(j->on_rotate);
@@ -672,7 +677,7 @@ static void test_expires_vs_renew(void **state) {
         /* Explicit expires_in not longer than renew_before: at expires_in's line. */
         load_invalid(ENV_PROD
                      "tokens = ( { name = \"a\"; environment = \"prod\"; file = \"/etc/a\";\n" /* 2 */
-                     "  rotate_every = \"30d\";\n"                                            /* 3 */
+                     "  rotate_every = \"30d\"; renew_before = \"7d\";\n"                    /* 3 */
                      "  expires_in = \"7d\"; } );\n", 1);                                     /* 4 */
         expect_error(4, "expires_in (7d) must be longer than renew_before (7d): new tokens "
                         "would be due for renewal as soon as they are created");
@@ -685,12 +690,13 @@ static void test_expires_vs_renew(void **state) {
         expect_error(4, "expires_in (2d, the default of 2 x rotate_every) must be longer than "
                         "renew_before (2d)");
 
-        /* ... and at rotate_every's line when both are defaults. */
+        /* A lifetime of 0s leaves no default renew_before that fits. */
         load_invalid(ENV_PROD
                      "tokens = ( { name = \"a\"; environment = \"prod\"; file = \"/etc/a\";\n" /* 2 */
-                     "  rotate_every = \"1h\"; } );\n", 1);                                   /* 3 */
-        expect_error(3, "expires_in (2h, the default of 2 x rotate_every) must be longer than "
-                        "renew_before (7d)");
+                     "  rotate_every = \"1h\";\n"                                             /* 3 */
+                     "  expires_in = \"0s\"; } );\n", 1);                                     /* 4 */
+        expect_error(4, "expires_in (0s) must be longer than renew_before (0s, the default of "
+                        "a third of expires_in)");
 
         /* "never" and expires_in > renew_before are fine. */
         {
@@ -700,6 +706,32 @@ static void test_expires_vs_renew(void **state) {
                                    "  rotate_every = \"1h\"; expires_in = \"never\"; } );\n");
                 (void) c;
         }
+}
+
+static usec_t renew_before_of(const char *extra) {
+        _cleanup_(config_freep) Config *c = NULL;
+        char text[512];
+
+        snprintf(text, sizeof(text), ENV_PROD "tokens = ( { name = \"a\"; environment = \"prod\"; "
+                 "file = \"/etc/a\"; %s } );\n", extra);
+        c = load_valid(text);
+        expect_counts(0, 0);
+        return c->jobs[0].renew_before;
+}
+
+static void test_renew_before_default(void **state) {
+        /* A third of the lifetime, at most 7 days: rotate_every alone is a valid job. */
+        assert_int_equal(renew_before_of("rotate_every = \"1d\";"), 16 * USEC_PER_HOUR);
+        assert_int_equal(renew_before_of("rotate_every = \"1h\";"), 40 * USEC_PER_MINUTE);
+        assert_int_equal(renew_before_of("rotate_every = \"1d\"; expires_in = \"9d\";"),
+                         3 * USEC_PER_DAY);
+        assert_int_equal(renew_before_of("rotate_every = \"30d\"; expires_in = \"90d\";"),
+                         7 * USEC_PER_DAY);
+        assert_int_equal(renew_before_of("rotate_every = \"30d\"; expires_in = \"never\";"),
+                         7 * USEC_PER_DAY);
+        /* Set explicitly, it is kept (and checked, see test_expires_vs_renew). */
+        assert_int_equal(renew_before_of("rotate_every = \"1d\"; renew_before = \"1h\";"),
+                         USEC_PER_HOUR);
 }
 
 static void test_expires_soon_warning(void **state) {
@@ -726,11 +758,56 @@ static void test_modes(void **state) {
         expect_error(6, "mode: '' is not an octal mode");
         expect_error(7, "mode: 'rw-r-----' is not an octal mode");
 
+        /* setuid, setgid, sticky: refused, at the line of the setting. */
+        load_invalid(ENV_PROD
+                     "tokens = (\n"
+                     "  " JOB("a", "/etc/a", "mode = \"4600\";") ",\n"   /* 3 */
+                     "  " JOB("b", "/etc/b", "mode = \"2640\";") ",\n"   /* 4 */
+                     "  " JOB("c", "/etc/c", "mode = \"1600\";") ",\n"   /* 5 */
+                     "  " JOB("d", "/etc/d", "mode = \"06600\";") "\n"   /* 6 */
+                     ");\n", 4);
+        expect_error(3, "mode: '4600' sets the setuid bit");
+        expect_error(4, "mode: '2640' sets the setgid bit");
+        expect_error(5, "mode: '1600' sets the sticky bit");
+        expect_error(6, "mode: '06600' sets the setuid bit");
+
         /* World-readable: only a warning. */
         c = load_valid(ONE_JOB("mode = \"644\";"));
         expect_counts(0, 1);
         expect_warning(3, "mode: '644' makes the token file readable by everyone");
         assert_int_equal(c->jobs[0].mode, 0644);
+}
+
+static void test_same_url(void **state) {
+        _cleanup_(config_freep) Config *c = NULL;
+
+        /* Case, a trailing '/', the default port: still the same tenant. */
+        load_invalid("environments = (\n"                                                           /* 1 */
+                     "  { name = \"a\"; url = \"https://abc.live.dynatrace.com\"; management_token_file = \"/etc/a\"; },\n" /* 2 */
+                     "  { name = \"b\";\n"                                                         /* 3 */
+                     "    url = \"HTTPS://ABC.Live.Dynatrace.com:443/\"; management_token_file = \"/etc/b\"; },\n" /* 4 */
+                     "  { name = \"c\"; url = \"https://abc.live.dynatrace.com./\"; management_token_file = \"/etc/c\"; },\n" /* 5 */
+                     "  { name = \"d\"; url = \"http://127.0.0.1:80/e/x/\"; management_token_file = \"/etc/d\"; },\n" /* 6 */
+                     "  { name = \"e\"; url = \"http://127.0.0.1/e/x\"; management_token_file = \"/etc/e\"; }\n" /* 7 */
+                     ");\n"
+                     "tokens = ( { name = \"t\"; environment = \"a\"; file = \"/etc/t\"; rotate_every = \"1d\"; } );\n",
+                     3);
+        expect_error(4, "environment 'b' has the same url as 'a' (line 2): the leftover scan "
+                        "could take one's tokens for the other's");
+        expect_error(5, "environment 'c' has the same url as 'a' (line 2)");
+        expect_error(7, "environment 'e' has the same url as 'd' (line 6)");
+
+        /* Another path, port, host or scheme is another environment. */
+        c = load_valid("environments = (\n"
+                       "  { name = \"a\"; url = \"https://x.example.com/e/1\"; management_token_file = \"/etc/a\"; },\n"
+                       "  { name = \"b\"; url = \"https://x.example.com/e/2\"; management_token_file = \"/etc/b\"; },\n"
+                       "  { name = \"c\"; url = \"https://x.example.com:8443/e/1\"; management_token_file = \"/etc/c\"; },\n"
+                       "  { name = \"d\"; url = \"https://y.example.com/e/1\"; management_token_file = \"/etc/d\"; },\n"
+                       "  { name = \"e\"; url = \"http://localhost/e/1\"; management_token_file = \"/etc/e\"; },\n"
+                       "  { name = \"f\"; url = \"https://localhost/e/1\"; management_token_file = \"/etc/f\"; }\n"
+                       ");\n"
+                       "tokens = ( { name = \"t\"; environment = \"a\"; file = \"/etc/t\"; rotate_every = \"1d\"; } );\n");
+        expect_counts(0, 5); /* the unused ones */
 }
 
 static void test_owner_group(void **state) {
@@ -914,6 +991,89 @@ static void test_equal(void **state) {
         assert_true(job_config_equal(&a->jobs[0], &e->jobs[0]));
 }
 
+/* ---- --check-config: token files ---------------------------------------------- */
+
+static int check_files(const Config *c) {
+        size_t calls = 0;
+        int r;
+
+        clear_reported();
+        r = config_check_files(c, collect, &calls);
+        assert_int_equal(calls, n_reported);
+        return r;
+}
+
+static void test_check_files(void **state) {
+        char dir[] = "/tmp/test-config-files-XXXXXX", text[4096], p[PATH_MAX + 256], real[PATH_MAX];
+        _cleanup_(config_freep) Config *c = NULL;
+        _cleanup_close_ int fd = -1;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(p, sizeof(p), "%s/real.token", dir);
+        fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_non_null(realpath(p, real));
+        snprintf(p, sizeof(p), "%s/link.token", dir);
+        assert_int_equal(symlink("real.token", p), 0);
+        snprintf(p, sizeof(p), "%s/dangling.token", dir);
+        assert_int_equal(symlink("/nonexistent/x.token", p), 0);
+        snprintf(p, sizeof(p), "%s/fifo.token", dir);
+        assert_int_equal(mkfifo(p, 0600), 0);
+        snprintf(p, sizeof(p), "%s/dir.token", dir);
+        assert_int_equal(mkdir(p, 0700), 0);
+
+        snprintf(text, sizeof(text),
+                 "environments = (\n"                                                          /* 1 */
+                 "  { name = \"prod\"; url = \"https://a.example.com\";\n"                    /* 2 */
+                 "    management_token_file = \"%1$s/link.token\"; },\n"                      /* 3 */
+                 "  { name = \"self\"; url = \"https://b.example.com\";\n"                    /* 4 */
+                 "    management_token_file = \"%1$s/fifo.token\"; }\n"                       /* 5 */
+                 ");\n"                                                                        /* 6 */
+                 "tokens = (\n"                                                                /* 7 */
+                 "  { name = \"real\"; environment = \"prod\"; rotate_every = \"1d\";\n"      /* 8 */
+                 "    file = \"%1$s/real.token\"; },\n"                                       /* 9 */
+                 "  { name = \"fifo\"; environment = \"self\"; rotate_every = \"1d\";\n"      /* 10 */
+                 "    file = \"%1$s/fifo.token\"; },\n"                                       /* 11 */
+                 "  { name = \"dir\"; environment = \"prod\"; rotate_every = \"1d\";\n"       /* 12 */
+                 "    file = \"%1$s/dir.token\"; },\n"                                        /* 13 */
+                 "  { name = \"dangling\"; environment = \"prod\"; rotate_every = \"1d\";\n"  /* 14 */
+                 "    file = \"%1$s/dangling.token\"; },\n"                                   /* 15 */
+                 "  { name = \"new\"; environment = \"prod\"; rotate_every = \"1d\";\n"       /* 16 */
+                 "    file = \"%1$s/new.token\"; },\n"                                        /* 17 */
+                 "  { name = \"nodir\"; environment = \"prod\"; rotate_every = \"1d\";\n"     /* 18 */
+                 "    file = \"%1$s/nodir/x.token\"; }\n"                                     /* 19 */
+                 ");\n", dir);
+
+        /* Loading does not look at the files: one broken job must not stop the others. */
+        c = load_valid(text);
+        expect_counts(0, 0);
+
+        assert_int_equal(check_files(c), -EINVAL);
+        snprintf(p, sizeof(p), "is a symbolic link to '%s': symbolic links are refused, "
+                 "set management_token_file to the real path", real);
+        expect_error(3, p);
+        expect_error(11, "is not a regular file (a FIFO)");   /* reported once, as the job's */
+        expect_error(13, "is not a regular file (a directory)");
+        expect_error(15, "is a symbolic link to '/nonexistent/x.token'");
+        snprintf(p, sizeof(p), "file: the directory '%s/nodir' does not exist", dir);
+        expect_error(19, p);
+        expect_counts(5, 0);
+
+        /* All in order: 0, nothing reported. */
+        c = config_free(c);
+        snprintf(text, sizeof(text),
+                 "environments = ( { name = \"prod\"; url = \"https://a.example.com\";\n"
+                 "    management_token_file = \"%1$s/real.token\"; } );\n"
+                 "tokens = ( { name = \"new\"; environment = \"prod\"; rotate_every = \"1d\";\n"
+                 "    file = \"%1$s/new.token\"; } );\n", dir);
+        c = load_valid(text);
+        assert_int_equal(check_files(c), 0);
+        expect_counts(0, 0);
+
+        snprintf(p, sizeof(p), "rm -rf '%s'", dir);
+        assert_int_equal(system(p), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_teardown(test_example_file, teardown),
@@ -937,8 +1097,10 @@ int main(void) {
                 cmocka_unit_test_teardown(test_env_values, teardown),
                 cmocka_unit_test_teardown(test_durations, teardown),
                 cmocka_unit_test_teardown(test_expires_vs_renew, teardown),
+                cmocka_unit_test_teardown(test_renew_before_default, teardown),
                 cmocka_unit_test_teardown(test_expires_soon_warning, teardown),
                 cmocka_unit_test_teardown(test_modes, teardown),
+                cmocka_unit_test_teardown(test_same_url, teardown),
                 cmocka_unit_test_teardown(test_owner_group, teardown),
                 cmocka_unit_test_teardown(test_paths_and_hooks, teardown),
                 cmocka_unit_test_teardown(test_scopes, teardown),
@@ -947,6 +1109,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_three_mistakes, teardown),
                 cmocka_unit_test_teardown(test_sorted_by_line, teardown),
                 cmocka_unit_test_teardown(test_equal, teardown),
+                cmocka_unit_test_teardown(test_check_files, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
