@@ -342,15 +342,28 @@ static void job_fail_result(Job *j, const ApiResult *res) {
 /* The new token exists but cannot be written next to the job's file. Permissions, a
  * read-only file system (ReadWritePaths= of the unit) or a missing directory will not
  * fix themselves: say so loudly; the token is kept in memory and staged again later. */
-static void job_fail_stage(Job *j, int error) {
+static void job_fail_stage(Job *j, int error, const char *why) {
         _cleanup_free_ char *dir = dirname_malloc(j->config->file);
-        bool operator = IN_SET(-error, EROFS, EACCES, EPERM, ENOENT, ENOTDIR);
-        char buf[512];
+        bool writable = IN_SET(-error, EROFS, EACCES, ENOENT, ENOTDIR);
+        bool operator = writable || IN_SET(-error, EPERM, ELOOP, EISDIR, EBADMSG);
+        char buf[1024];
 
-        snprintf(buf, sizeof(buf), "cannot write the new token next to %s: %s%s%s%s", j->config->file,
-                 strerror(-error), operator ? " (is " : "", operator ? strna(dir) : "",
-                 operator ? " writable for dtrotated? see ReadWritePaths= in dtrotated(8))" : "");
+        if (why)
+                snprintf(buf, sizeof(buf), "%s", why);
+        else
+                snprintf(buf, sizeof(buf), "cannot write the new token next to %s: %s%s%s%s", j->config->file,
+                         strerror(-error), writable ? " (is " : "", writable ? strna(dir) : "",
+                         writable ? " writable for dtrotated? see ReadWritePaths= in dtrotated(8))" : "");
         job_fail(j, operator, buf, 0);
+}
+
+static int job_stage(Job *j) {
+        _cleanup_free_ char *why = NULL;
+        int r = deliver_stage_full(j->config, j->new_secret, &why);
+
+        if (r < 0)
+                job_fail_stage(j, r, why);
+        return r;
 }
 
 /* ---- steps ---- */
@@ -409,9 +422,8 @@ static void job_step_create(Job *j) {
 
         if (j->new_secret) {
                 /* The create succeeded earlier but staging failed: stage again. */
-                r = deliver_stage(j->config, j->new_secret);
-                if (r < 0)
-                        return job_fail_stage(j, r);
+                if (job_stage(j) < 0)
+                        return;
                 j->state = JOB_LOOKUP_NEW;
                 return job_step(j);
         }
@@ -604,6 +616,14 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                 return job_fail_errno(j, -ENOMEM, "lookup");
         if (strv_length(j->scopes) == 0)
                 return job_fail(j, true, "the token has no scopes and none are configured", 0);
+        /* Never create a token that cannot be delivered (a symlink, an owner that cannot
+         * be kept): nothing would be gained but a token to clean up. */
+        {
+                _cleanup_free_ char *why = NULL;
+                r = deliver_check(j->config, &why);
+                if (r < 0)
+                        return job_fail_stage(j, r, why);
+        }
 
         if (j->phase == PHASE_INTENT) {
                 /* The intent's creates did not reach the file; the last one may have
@@ -625,7 +645,6 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
 
 static void on_create(ApiResult *res, void *userdata) {
         Job *j = userdata;
-        int r;
 
         j->call = NULL;
         if (res->class != API_OK) {
@@ -640,9 +659,8 @@ static void on_create(ApiResult *res, void *userdata) {
                 return job_fail_result(j, res);
         }
         j->new_secret = TAKE_PTR(res->token);
-        r = deliver_stage(j->config, j->new_secret);
-        if (r < 0)
-                return job_fail_stage(j, r);
+        if (job_stage(j) < 0)
+                return;
         job_succeeded(j);
         j->state = JOB_LOOKUP_NEW;
         job_step(j);
@@ -669,6 +687,7 @@ static void job_switch_auth(Job *j, const char *new_id) {
 static void on_lookup_new(ApiResult *res, void *userdata) {
         Job *j = userdata;
         const TokenInfo *info = &res->info;
+        _cleanup_free_ char *why = NULL;
         int r;
 
         j->call = NULL;
@@ -697,9 +716,13 @@ static void on_lookup_new(ApiResult *res, void *userdata) {
                 return job_fail_errno(j, -ENOMEM, "lookup");
         scan_job_settled(j->manager, j->env->name, j->name);
 
-        r = deliver_commit(j->config);
-        if (r < 0)
+        /* Idempotent: a retry after a failed directory fsync finds the token in place. */
+        r = deliver_commit_full(j->config, j->new_secret, &why);
+        if (r < 0) {
+                if (why)
+                        return job_fail(j, false, why, 0);
                 return job_fail_errno(j, r, "moving the new token into place");
+        }
         job_switch_auth(j, info->id);
         j->new_secret = erase_and_free(j->new_secret);
         j->new_created = info->created ?: now_realtime();

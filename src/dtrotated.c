@@ -114,6 +114,10 @@ static int check_config(const char *path) {
 
         if (r < 0)
                 return EXIT_CONFIG;
+        /* Token files that would make their jobs fail at run time (the daemon itself runs
+         * the other jobs). */
+        if (config_check_files(c, print_problem, NULL) < 0)
+                return EXIT_CONFIG;
         printf("%s: OK: %zu token%s in %zu environment%s, state in %s\n", path, c->n_jobs,
                c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s", c->state_directory);
         return 0;
