@@ -296,7 +296,8 @@ static void write_hex32(char *p, uint32_t v) {
  * have passed record_check(). */
 static int serialize_record(Buffer *b, const JournalRecord *r, size_t batch_k, size_t batch_n) {
         static const char hex[] = "0123456789ABCDEF";
-        size_t need = 9 + strlen(types[r->type].name) + 1 + 30, start = b->size, payload;
+        /* checksum and space, type, " batch=K/N" (at most 22 bytes), '\n' */
+        size_t need = 9 + strlen(types[r->type].name) + 30 + 1, start = b->size, payload;
         char *p, *line;
         int k;
 
