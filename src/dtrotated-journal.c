@@ -84,8 +84,9 @@
  * bytes): since journals are created atomically, such a file was cut short by
  * something else, and the pending steps it held are lost. A journal.new found at
  * start-up is the leftover of an interrupted compaction and is removed (journal is
- * still authoritative); a journal.new without a journal is refused. A journal.tmp is
- * the leftover of an interrupted creation and is removed.
+ * still authoritative) once the journal has been read; a journal.new without a journal
+ * is refused. A journal.tmp is the leftover of an interrupted creation and is removed.
+ * A journal that is refused is left as it is, and so is everything beside it.
  */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -295,7 +296,8 @@ static void write_hex32(char *p, uint32_t v) {
  * have passed record_check(). */
 static int serialize_record(Buffer *b, const JournalRecord *r, size_t batch_k, size_t batch_n) {
         static const char hex[] = "0123456789ABCDEF";
-        size_t need = 9 + strlen(types[r->type].name) + 1 + 30, start = b->size, payload;
+        /* checksum and space, type, " batch=K/N" (at most 22 bytes), '\n' */
+        size_t need = 9 + strlen(types[r->type].name) + 30 + 1, start = b->size, payload;
         char *p, *line;
         int k;
 
@@ -1049,14 +1051,14 @@ int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journ
                 return set_error(ret_error, -errno, "%s: cannot lock: %m", dir);
         }
 
-        r = remove_leftover(j, "journal.tmp", "creation", ret_error);
-        if (r < 0)
-                return r;
         j->fd = openat(j->dir_fd, "journal", O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (j->fd < 0) {
                 if (errno != ENOENT)
                         return set_error(ret_error, -errno, "%s: cannot open: %m", j->path);
                 r = journal_check_orphaned_new(j, false, ret_error);
+                if (r < 0)
+                        return r;
+                r = remove_leftover(j, "journal.tmp", "creation", ret_error);
                 if (r < 0)
                         return r;
                 r = journal_create(j, ret_error);
@@ -1065,14 +1067,18 @@ int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journ
                 *ret = TAKE_PTR(j);
                 return 0;
         }
-        r = remove_leftover(j, "journal.new", "compaction", ret_error);
-        if (r < 0)
-                return r;
 
         r = journal_load(j, false, &l, ret_error);
         if (r < 0)
                 return r;
         r = journal_replay(j, &l.p, replay, userdata, ret_error);
+        if (r < 0)
+                return r;
+
+        /* Only now: a journal that is refused is left with everything beside it. */
+        r = remove_leftover(j, "journal.new", "compaction", ret_error);
+        if (r >= 0)
+                r = remove_leftover(j, "journal.tmp", "creation", ret_error);
         if (r < 0)
                 return r;
 

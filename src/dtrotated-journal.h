@@ -64,7 +64,7 @@ typedef int (*journal_replay_t)(const JournalRecord *r, void *userdata);
 /* Opens DIR/journal for appending: creates DIR (0700) if missing, takes an exclusive
  * flock() on DIR, replays. A missing journal is created atomically (header written to
  * DIR/journal.tmp, fsync, rename, fsync DIR); a leftover journal.tmp or journal.new is
- * removed. A torn last batch (crash mid-append) is dropped with a warning and cut off
+ * removed once the journal has been read and replayed. A torn last batch (crash mid-append) is dropped with a warning and cut off
  * by the next append. A journal in the previous format (version 1) is replayed and then
  * rewritten atomically in the current one.
  * Returns 0, or:
@@ -79,8 +79,8 @@ typedef int (*journal_replay_t)(const JournalRecord *r, void *userdata);
  *             EROFS, ENOSPC, EIO...).
  *   the replay callback's error, with "DIR/journal: offset N: replaying TYPE record
  *             failed: ..." in *ret_error.
- * *ret_error (if not NULL) is set on every failure but -ENOMEM and -EINVAL (bad
- * arguments), and NULL on success. */
+ * *ret_error (if not NULL) is NULL on success and set on failure, except for bad
+ * arguments (-EINVAL) and some -ENOMEM. */
 int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journal **ret,
                  char **ret_error);
 

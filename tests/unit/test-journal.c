@@ -235,12 +235,18 @@ static void open_fails(Fixture *f, int expected, const char *message) {
         open_fails_ro(f, expected, message, NULL);
 }
 
-static void assert_records(const Collector *c, const JournalRecord *expected, size_t n) {
-        assert_int_equal(c->n, n);
+/* The collected records from number `from` on are these n. */
+static void assert_records_from(const Collector *c, size_t from, const JournalRecord *expected, size_t n) {
+        assert_true(c->n >= from + n);
         for (size_t i = 0; i < n; i++) {
                 _cleanup_free_ char *e = describe(&expected[i]);
-                assert_string_equal(c->items[i], e);
+                assert_string_equal(c->items[from + i], e);
         }
+}
+
+static void assert_records(const Collector *c, const JournalRecord *expected, size_t n) {
+        assert_int_equal(c->n, n);
+        assert_records_from(c, 0, expected, n);
 }
 
 /* Five different, valid records. */
@@ -960,11 +966,26 @@ static void test_stale_journal_new(void **state) {
 
         append_five(f);
         replace_file(f->path_new, "dtrotated-journal 1\nhalf a rec", 30);
+        replace_file(f->path_tmp, "dtrotated-jour", 14);
         Journal *j = open_ok(f, &c);
         assert_false(file_exists(f->path_new));
+        assert_false(file_exists(f->path_tmp));
         assert_records(&c, five, 5);
         journal_close(j);
         collector_done(&c);
+
+        /* Beside a journal that is refused, they stay for the operator. */
+        {
+                _cleanup_free_ char *error = NULL;
+
+                replace_file(f->path, "", 0);
+                replace_file(f->path_new, "dtrotated-journal 2\nhalf a rec", 30);
+                replace_file(f->path_tmp, "dtrotated-jour", 14);
+                assert_int_equal(journal_open(f->dir, collect, &c, &j, &error), -EBADMSG);
+                assert_true(file_exists(f->path_new));
+                assert_true(file_exists(f->path_tmp));
+                assert_int_equal(file_size(f->path), 0);
+        }
 }
 
 static void test_journal_new_without_journal(void **state) {
@@ -1076,6 +1097,474 @@ static void test_append_enospc(void **state) {
         collector_done(&c);
 }
 
+/* ---- batches ---- */
+
+/* A run of a real rotation, as the engine journals it: batches of one, of two (ROTATED
+ * with the RETIRE of the token it replaced) and of three (leftovers found by a scan,
+ * with the SCANNED that ends the scan). */
+static const JournalRecord run_records[] = {
+        /* 0 */ { .type = JOURNAL_JOB, .job = "alpha", .env = "prod", .id = "dt0c01.A1",
+                  .created = 1700000000000000, .expires = 1800000000000000 },
+        /* 1 */ { .type = JOURNAL_CREATE, .job = "alpha", .env = "prod", .old_id = "dt0c01.A1",
+                  .name = "alpha token", .at = 1700000000000100 },
+        /* 2 */ { .type = JOURNAL_DELIVERED, .job = "alpha", .env = "prod", .old_id = "dt0c01.A1",
+                  .id = "dt0c01.A2", .created = 1700000000000200, .expires = 1800000000000200 },
+        /* 3 */ { .type = JOURNAL_ROTATED, .job = "alpha", .env = "prod", .old_id = "dt0c01.A1",
+                  .id = "dt0c01.A2", .created = 1700000000000200, .expires = 1800000000000200 },
+        /* 4 */ { .type = JOURNAL_RETIRE, .job = "alpha", .env = "prod", .id = "dt0c01.A1",
+                  .at = 1700000000000300, .grace = USEC_PER_WEEK },
+        /* 5 */ { .type = JOURNAL_SCAN, .job = "beta", .env = "prod", .name = "beta token",
+                  .at = 1700000000000400, .until = 1700000000000900, .grace = USEC_PER_DAY },
+        /* 6 */ { .type = JOURNAL_ROTATED, .job = "beta", .env = "prod", .old_id = "dt0c01.B1",
+                  .id = "dt0c01.B2", .created = 1700000000000500, .expires = USEC_INFINITY },
+        /* 7 */ { .type = JOURNAL_RETIRE, .job = "beta", .env = "prod", .id = "dt0c01.B1",
+                  .at = 1700000000000600, .grace = USEC_PER_WEEK },
+        /* 8 */ { .type = JOURNAL_RETIRE, .job = "beta", .env = "prod", .id = "dt0c01.L1",
+                  .at = 1700000000000700, .grace = USEC_PER_DAY },
+        /* 9 */ { .type = JOURNAL_RETIRE, .job = "beta", .env = "prod", .id = "dt0c01.L2",
+                  .at = 1700000000000700, .grace = USEC_PER_DAY },
+        /* 10 */ { .type = JOURNAL_SCANNED, .job = "beta", .env = "prod" },
+};
+static const size_t run_batches[] = { 1, 1, 1, 2, 1, 2, 3 }; /* sizes, in order */
+
+/* Appends the run; ends[i] is the file size after batch i, first[i] the index of its
+ * first record. */
+static void append_run(Fixture *f, uint64_t ends[], size_t first[]) {
+        _cleanup_(journal_closep) Journal *j = open_ok(f, NULL);
+        size_t k = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(run_batches); i++) {
+                first[i] = k;
+                assert_int_equal(journal_append(j, run_records + k, run_batches[i]), 0);
+                k += run_batches[i];
+                ends[i] = journal_size(j);
+        }
+        assert_int_equal(k, ELEMENTSOF(run_records));
+        assert_int_equal(journal_size(j), file_size(f->path));
+}
+
+/* No pending step forgotten: every ROTATED that replaced a token comes with the RETIRE
+ * of that token. */
+static void assert_no_orphan(const Collector *c) {
+        for (size_t i = 0; i < c->n; i++) {
+                const char *old = strstr(c->items[i], " old=[");
+                char want[128];
+                bool found = false;
+
+                const char *end;
+
+                if (strncmp(c->items[i], "rotated ", 8) != 0 || !old)
+                        continue;
+                end = strchr(old + 6, ']');
+                assert_non_null(end);
+                snprintf(want, sizeof(want), " id=[%.*s]", (int) (end - old - 6), old + 6);
+                for (size_t k = 0; k < c->n; k++)
+                        if (strncmp(c->items[k], "retire ", 7) == 0 && strstr(c->items[k], want))
+                                found = true;
+                assert_true(found);
+        }
+}
+
+/* Cut the journal of a run at every byte offset inside its last two batches (with and
+ * without NULs after the cut, as a file system may leave them), and open it, read-only
+ * and for appending: the records replayed are exactly those of the complete batches
+ * before the cut, never a part of a batch; the file is not changed by the opens; the
+ * next append cuts the torn batch off and lands right after the last complete one. */
+static void test_batch_every_cut(void **state) {
+        Fixture *f = *state;
+        const size_t nb = ELEMENTSOF(run_batches);
+        const JournalRecord more[] = {
+                { .type = JOURNAL_REVOKED, .env = "prod", .id = "dt0c01.A1", .at = 1700000000001000 },
+                { .type = JOURNAL_FORGET, .job = "gamma" },
+        };
+        _cleanup_free_ char *full = NULL;
+        uint64_t ends[ELEMENTSOF(run_batches)];
+        size_t first[ELEMENTSOF(run_batches)], full_size, checked = 0;
+
+        append_run(f, ends, first);
+        full = read_file(f->path, &full_size);
+        assert_int_equal(full_size, ends[nb - 1]);
+
+        for (size_t cut = ends[nb - 3]; cut <= full_size; cut++)
+                for (int nuls = 0; nuls < 2; nuls++) {
+                        _cleanup_free_ char *data = NULL, *error = NULL;
+                        char zeros[64] = {};
+                        size_t size, n_expected = 0;
+                        uint64_t good = strlen(HEADER);
+                        struct timespec mtime;
+                        Collector c = {};
+
+                        for (size_t i = 0; i < nb; i++)
+                                if (ends[i] <= cut) {
+                                        good = ends[i];
+                                        n_expected = first[i] + run_batches[i];
+                                }
+                        if (nuls && cut == full_size)
+                                continue;
+                        replace_file(f->path, full, cut);
+                        if (nuls)
+                                append_file(f->path, zeros, sizeof(zeros));
+                        mtime = file_mtime(f->path);
+
+                        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), 0);
+                        assert_null(error);
+                        assert_records(&c, run_records, n_expected);
+                        assert_no_orphan(&c);
+                        collector_done(&c);
+
+                        Journal *j = open_ok(f, &c);
+                        assert_records(&c, run_records, n_expected);
+                        assert_no_orphan(&c);
+                        assert_int_equal(journal_n_records(j), n_expected);
+                        assert_int_equal(journal_size(j), good);
+                        data = read_file(f->path, &size);
+                        assert_int_equal(size, cut + (nuls ? sizeof(zeros) : 0));
+                        assert_memory_equal(data, full, cut);
+                        assert_same_time(mtime, file_mtime(f->path));
+                        collector_done(&c);
+
+                        assert_int_equal(journal_append(j, more, 2), 0);
+                        assert_int_equal(journal_size(j), file_size(f->path));
+                        journal_close(j);
+
+                        j = open_ok(f, &c);
+                        assert_int_equal(c.n, n_expected + 2);
+                        assert_records_from(&c, 0, run_records, n_expected);
+                        assert_records_from(&c, n_expected, more, 2);
+                        journal_close(j);
+                        collector_done(&c);
+                        free(data);
+                        data = read_file(f->path, &size);
+                        assert_memory_equal(data, full, good); /* nothing before the cut changed */
+                        checked++;
+                }
+        /* Both batches, every byte of them, with and without NULs. */
+        assert_int_equal(checked, 2 * (full_size - ends[nb - 3]) + 1);
+}
+
+/* A batch whose lines all made it but the last: dropped as a whole. */
+static void test_batch_torn_whole_lines(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *l1 = make_line("rotated job=alpha env=prod id=dt0c01.C old=dt0c01.B batch=1/2"),
+                            *l2 = make_line("retire job=x env=prod id=dt0c01.L1 batch=1/3"),
+                            *l3 = make_line("retire job=x env=prod id=dt0c01.L2 batch=2/3");
+        const char *tails[][3] = {
+                { l1, NULL },
+                { l2, NULL },
+                { l2, l3, NULL },
+                { l2, l3, "garbage" },  /* and the third one half */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(tails); i++) {
+                _cleanup_free_ char *tail = strdup_printf("%s%s%s", tails[i][0], tails[i][1] ?: "",
+                                                          tails[i][1] ? tails[i][2] ?: "" : "");
+                (void) unlink(f->path);
+                check_torn(f, tail, strlen(tail));
+        }
+}
+
+/* Garbage after a complete batch, without a newline: a torn tail. */
+static void test_batch_garbage_after(void **state) {
+        Fixture *f = *state;
+        uint64_t ends[ELEMENTSOF(run_batches)];
+        size_t first[ELEMENTSOF(run_batches)];
+        _cleanup_free_ char *error = NULL;
+        Collector c = {};
+
+        append_run(f, ends, first);
+        append_file(f->path, "0badf00d rotated job=x", 22);
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), 0);
+        assert_records(&c, run_records, ELEMENTSOF(run_records));
+        collector_done(&c);
+        Journal *j = open_ok(f, &c);
+        assert_records(&c, run_records, ELEMENTSOF(run_records));
+        assert_int_equal(journal_size(j), ends[ELEMENTSOF(run_batches) - 1]);
+        assert_int_equal(file_size(f->path), ends[ELEMENTSOF(run_batches) - 1] + 22);
+        journal_close(j);
+        collector_done(&c);
+}
+
+/* A batch cut short by anything but the end of the file is no crash: damage, refused
+ * with the offset of the line where the batch should have gone on. */
+static void test_batch_missing_end_in_middle(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *rot = make_line("rotated job=a env=p id=N old=O batch=1/2"),
+                            *ret2 = make_line("retire job=a env=p id=O batch=2/2"),
+                            *l1 = make_line("retire job=a env=p id=L1 batch=1/3"),
+                            *l2 = make_line("retire job=a env=p id=L2 batch=2/3"),
+                            *ret23 = make_line("retire job=a env=p id=O batch=2/3"),
+                            *single = make_line("deleted env=p id=X"),
+                            *broken = make_line("deleted env=p id=Y");
+        const struct {
+                const char *lines[4];
+                size_t bad;     /* index of the line at which it is refused */
+                size_t batch;   /* index of the line where the broken batch starts */
+                const char *what;
+        } cases[] = {
+                /* a batch of two, then a record of its own */
+                { { rot, single }, 1, 0, "ends after record 1 of 2" },
+                /* a batch of three that stops after two, then a new batch of two */
+                { { l1, l2, rot, ret2 }, 2, 0, "ends after record 2 of 3" },
+                /* a batch of two going on as a batch of three */
+                { { rot, ret23 }, 1, 0, "ends after record 1 of 2" },
+                /* a new batch starting inside one */
+                { { single, l1, l1 }, 2, 1, "ends after record 1 of 3" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *expected = NULL;
+                uint64_t off[4] = {};
+
+                (void) unlink(f->path);
+                append_five(f);
+                for (size_t k = 0; k < 4 && cases[i].lines[k]; k++) {
+                        off[k] = file_size(f->path);
+                        append_file(f->path, cases[i].lines[k], strlen(cases[i].lines[k]));
+                }
+                expected = strdup_printf("%s: offset %" PRIu64 ": the batch at offset %" PRIu64 " %s", f->path,
+                                         off[cases[i].bad], off[cases[i].batch], cases[i].what);
+                open_fails(f, -EBADMSG, expected);
+                /* Intact batches after it do not change that. */
+                append_file(f->path, single, strlen(single));
+                open_fails(f, -EBADMSG, expected);
+        }
+
+        /* An incomplete batch, a broken line, then an intact one: damage at the broken line. */
+        {
+                _cleanup_free_ char *expected = NULL;
+                uint64_t off;
+
+                (void) unlink(f->path);
+                append_five(f);
+                append_file(f->path, l1, strlen(l1));
+                off = file_size(f->path);
+                broken[3] ^= 0x01;
+                append_file(f->path, broken, strlen(broken));
+                append_file(f->path, single, strlen(single));
+                expected = strdup_printf("%s: offset %" PRIu64 ": checksum mismatch", f->path, off);
+                open_fails(f, -EBADMSG, expected);
+        }
+}
+
+/* What journal_append() writes: batch=K/N on each line of a batch of two or more, none
+ * on a batch of one; and a failed append of a batch leaves no part of it. */
+static void test_batch_markers_written(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *data = NULL;
+        size_t size, lines = 0;
+        const char *p;
+
+        Journal *j = open_ok(f, NULL);
+        assert_int_equal(journal_append(j, five, 3), 0);
+        assert_int_equal(journal_append(j, &five[3], 1), 0);
+        assert_int_equal(journal_append(j, &five[3], 2), 0);
+        journal_close(j);
+        data = read_file(f->path, &size);
+        p = data + strlen(HEADER);
+        for (const char *nl; (nl = strchr(p, '\n')); p = nl + 1, lines++) {
+                static const char *const suffix[] = { " batch=1/3", " batch=2/3", " batch=3/3", "",
+                                                      " batch=1/2", " batch=2/2" };
+                size_t n = strlen(suffix[lines]);
+                if (n > 0)
+                        assert_memory_equal(nl - n, suffix[lines], n);
+                else
+                        assert_null(memmem(p, (size_t) (nl - p), "batch=", 6));
+        }
+        assert_int_equal(lines, 6);
+}
+
+/* The read-only open: works beside a locked, running journal, changes nothing (bytes,
+ * mtime, no files created), ignores a torn tail, does not upgrade. */
+static void test_readonly(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *before = NULL, *after = NULL, *error = NULL, *expected = NULL,
+                            *nodir = strdup_printf("%s/nowhere", f->tmp);
+        size_t size_before, size_after;
+        struct timespec mtime;
+        Collector c = { .fail_at = 0 };
+        Journal *j;
+
+        /* No state directory, no journal: -ENOENT, and nothing is created. */
+        assert_int_equal(journal_open_readonly(nodir, collect, &c, &error), -ENOENT);
+        assert_non_null(error);
+        assert_false(file_exists(nodir));
+        free(error);
+        error = NULL;
+        assert_int_equal(mkdir(f->dir, 0700), 0);
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), -ENOENT);
+        expected = strdup_printf("%s: no journal", f->path);
+        assert_string_equal(error, expected);
+        assert_false(file_exists(f->path));
+        assert_false(file_exists(f->path_tmp));
+        free(error);
+        error = NULL;
+
+        /* Beside the lock holder, with a torn batch at the end. */
+        j = open_ok(f, NULL);
+        assert_int_equal(journal_append(j, five, 5), 0);
+        {
+                _cleanup_free_ char *torn = make_line("retire env=prod id=dt0c01.X batch=1/2");
+                append_file(f->path, torn, strlen(torn));
+        }
+        before = read_file(f->path, &size_before);
+        mtime = file_mtime(f->path);
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), 0);
+        assert_null(error);
+        assert_records(&c, five, 5);
+        collector_done(&c);
+        after = read_file(f->path, &size_after);
+        assert_int_equal(size_before, size_after);
+        assert_memory_equal(before, after, size_before);
+        assert_same_time(mtime, file_mtime(f->path));
+        assert_false(file_exists(f->path_tmp));
+        assert_false(file_exists(f->path_new));
+        /* The lock holder goes on appending. */
+        assert_int_equal(journal_append(j, five, 1), 0);
+        journal_close(j);
+
+        /* A replay error is returned as is. */
+        c.fail_at = 2;
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), -ENOTRECOVERABLE);
+        assert_non_null(strstr(error, "replaying create record failed"));
+        collector_done(&c);
+        free(error);
+        error = NULL;
+
+        /* Leftovers of others are left alone. */
+        replace_file(f->path_tmp, "x", 1);
+        replace_file(f->path_new, "y", 1);
+        assert_int_equal(journal_open_readonly(f->dir, NULL, NULL, &error), 0);
+        assert_true(file_exists(f->path_tmp));
+        assert_true(file_exists(f->path_new));
+        assert_int_equal(unlink(f->path_tmp), 0);
+        assert_int_equal(unlink(f->path_new), 0);
+
+        /* Not a regular file: refused, without hanging on a FIFO. */
+        assert_int_equal(unlink(f->path), 0);
+        assert_int_equal(mkfifo(f->path, 0600), 0);
+        assert_int_equal(journal_open_readonly(f->dir, NULL, NULL, &error), -EBADMSG);
+        free(expected);
+        expected = strdup_printf("%s: not a regular file", f->path);
+        assert_string_equal(error, expected);
+}
+
+/* A fresh start creates the journal through journal.tmp; a journal.tmp left by a
+ * creation that was interrupted is removed, with or without a journal. */
+static void test_create_leftover_tmp(void **state) {
+        Fixture *f = *state;
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+        Collector c = {};
+
+        assert_int_equal(mkdir(f->dir, 0700), 0);
+        replace_file(f->path_tmp, "dtrotated-jour", 14);
+        Journal *j = open_ok(f, &c);
+        assert_int_equal(c.n, 0);
+        assert_false(file_exists(f->path_tmp));
+        data = read_file(f->path, &size);
+        assert_string_equal(data, HEADER);
+        assert_int_equal(journal_append(j, five, 5), 0);
+        journal_close(j);
+
+        replace_file(f->path_tmp, HEADER, strlen(HEADER));
+        j = open_ok(f, &c);
+        assert_records(&c, five, 5);
+        assert_false(file_exists(f->path_tmp));
+        journal_close(j);
+        collector_done(&c);
+}
+
+/* Journals of version 1 (no batches: every line is one) are still read, and rewritten
+ * as version 2 by the read-write open only. */
+static void test_version1(void **state) {
+        Fixture *f = *state;
+        const char *payloads[] = {
+                "job job=alpha env=prod id=dt0c01.AAAA created=1700000000000000 expires=never",
+                "create job=alpha env=prod old=dt0c01.AAAA at=1700000000000001",
+                "delivered job=alpha env=prod id=dt0c01.BBBB old=dt0c01.AAAA",
+                "rotated job=alpha env=prod id=dt0c01.BBBB old=dt0c01.AAAA created=1700000000000002 expires=1800000000000000",
+                "retire job=alpha env=prod id=dt0c01.AAAA at=1700000000000003 grace=604800000000",
+        };
+        _cleanup_free_ char *v1 = NULL, *data = NULL, *error = NULL, *expected = NULL;
+        size_t v1_size, size;
+        struct timespec mtime;
+        Collector c = {};
+        Journal *j;
+
+        assert_int_equal(mkdir(f->dir, 0700), 0);
+        replace_file(f->path, HEADER_V1, strlen(HEADER_V1));
+        for (size_t i = 0; i < ELEMENTSOF(payloads); i++) {
+                _cleanup_free_ char *line = make_line(payloads[i]);
+                append_file(f->path, line, strlen(line));
+        }
+        append_file(f->path, "0123", 4); /* a torn last record */
+        v1 = read_file(f->path, &v1_size);
+        mtime = file_mtime(f->path);
+
+        /* Read-only: replayed, not touched. */
+        assert_int_equal(journal_open_readonly(f->dir, collect, &c, &error), 0);
+        assert_records(&c, five, 5);
+        collector_done(&c);
+        data = read_file(f->path, &size);
+        assert_int_equal(size, v1_size);
+        assert_memory_equal(data, v1, size);
+        assert_same_time(mtime, file_mtime(f->path));
+        free(data);
+
+        /* Read-write: replayed, then rewritten as version 2, torn tail gone. */
+        j = open_ok(f, &c);
+        assert_records(&c, five, 5);
+        collector_done(&c);
+        assert_false(file_exists(f->path_new));
+        data = read_file(f->path, &size);
+        assert_memory_equal(data, HEADER, strlen(HEADER));
+        assert_int_equal(size, v1_size - 4); /* same lines, same length */
+        assert_memory_equal(data + strlen(HEADER), v1 + strlen(HEADER_V1), size - strlen(HEADER));
+        assert_int_equal(journal_size(j), size);
+        assert_int_equal(journal_n_records(j), 5);
+        assert_int_equal(journal_append(j, five, 2), 0);
+        journal_close(j);
+        j = open_ok(f, &c);
+        assert_int_equal(c.n, 7);
+        journal_close(j);
+        collector_done(&c);
+
+        /* Version 1 knows no batch=: damage there, refused and left as it is. */
+        replace_file(f->path, HEADER_V1, strlen(HEADER_V1));
+        {
+                _cleanup_free_ char *line = make_line("forget job=a batch=1/2");
+                append_file(f->path, line, strlen(line));
+        }
+        expected = strdup_printf("%s: offset %zu: unknown key 'batch'", f->path, strlen(HEADER_V1));
+        open_fails(f, -EBADMSG, expected);
+}
+
+/* Compaction after batches: one record per batch, the whole state; and batches
+ * appended to the compacted file work as ever. */
+static void test_compact_batches(void **state) {
+        Fixture *f = *state;
+        uint64_t ends[ELEMENTSOF(run_batches)];
+        size_t first[ELEMENTSOF(run_batches)];
+        EmitState e = { .records = run_records + 3, .n = 5 };
+        _cleanup_free_ char *data = NULL;
+        size_t size;
+        Collector c = {};
+
+        append_run(f, ends, first);
+        Journal *j = open_ok(f, NULL);
+        assert_int_equal(journal_compact(j, emit, &e), 0);
+        assert_int_equal(journal_append(j, run_records + 8, 3), 0);
+        journal_close(j);
+        data = read_file(f->path, &size);
+        assert_memory_equal(data, HEADER, strlen(HEADER));
+        j = open_ok(f, &c);
+        assert_int_equal(c.n, 8);
+        assert_records_from(&c, 0, run_records + 3, 5);
+        assert_records_from(&c, 5, run_records + 8, 3);
+        journal_close(j);
+        collector_done(&c);
+}
+
 static double elapsed_ms(const struct timespec *a, const struct timespec *b) {
         return (double) (b->tv_sec - a->tv_sec) * 1e3 + (double) (b->tv_nsec - a->tv_nsec) / 1e6;
 }
@@ -1183,6 +1672,15 @@ int main(void) {
                 T(test_append_failure_rollback),
                 T(test_append_enospc),
                 T(test_many_records),
+                T(test_batch_every_cut),
+                T(test_batch_torn_whole_lines),
+                T(test_batch_garbage_after),
+                T(test_batch_missing_end_in_middle),
+                T(test_batch_markers_written),
+                T(test_readonly),
+                T(test_create_leftover_tmp),
+                T(test_version1),
+                T(test_compact_batches),
 #undef T
         };
 
