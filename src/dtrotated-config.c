@@ -1504,12 +1504,15 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
 
 /* ---- --check-config: the token files ------------------------------------------ */
 
+/* follow: the management token is only read, so a link to it is fine (it may even point
+ * at a job's file: the token the daemon rotates for itself); a job's file is replaced by
+ * rename, which would replace the link and leave its target behind. */
 static void check_token_path(Ctx *ctx, const char *source, int line, const char *key,
-                             const char *path) {
+                             const char *path, bool follow) {
         _cleanup_free_ char *dir = NULL;
         struct stat st;
 
-        if (lstat(path, &st) >= 0) {
+        if ((follow ? stat(path, &st) : lstat(path, &st)) >= 0) {
                 if (S_ISLNK(st.st_mode)) {
                         _cleanup_free_ char *target = symlink_target(path);
                         if (!target) {
@@ -1564,12 +1567,12 @@ int config_check_files(const Config *c, config_report_t report, void *userdata) 
                 if (!also_job)
                         check_token_path(&ctx, e->management_token_file_source ?: c->path,
                                          e->management_token_file_line, "management_token_file",
-                                         e->management_token_file);
+                                         e->management_token_file, true);
         }
         for (size_t i = 0; i < c->n_jobs; i++)
                 if (c->jobs[i].file)
                         check_token_path(&ctx, c->jobs[i].file_source ?: c->path,
-                                         c->jobs[i].file_line, "file", c->jobs[i].file);
+                                         c->jobs[i].file_line, "file", c->jobs[i].file, false);
 
         ctx_flush(&ctx, report, userdata);
         if (ctx.oom)

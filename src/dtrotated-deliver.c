@@ -107,6 +107,12 @@ static int plan_target(const JobConfig *j, uid_t *ret_uid, gid_t *ret_gid, mode_
         r = inspect_target(j->file, &cur, ret_error);
         if (r < 0)
                 return r;
+        if (r > 0 && cur.st_nlink > 1)
+                /* The rename gives the path a new file; the other names keep the old one,
+                 * whose token is then revoked under their readers. */
+                return set_error(ret_error, -EMLINK, "%s has %lu hard links: its other names would keep "
+                                 "the old token after the rotation; give readers one name (a "
+                                 "symbolic link to it is fine)", j->file, (unsigned long) cur.st_nlink);
         if (r > 0) {
                 if (*ret_uid == (uid_t) -1)
                         *ret_uid = cur.st_uid;

@@ -74,7 +74,7 @@ int env_load_auth(Env *e) {
                         return -ENOMEM;
                 path = cred;
         }
-        r = read_token_file(path, &token, &why);
+        r = read_token_file_full(path, true, &token, &why);
         free(e->auth_error);
         e->auth_error = NULL;
         if (r < 0) {

@@ -301,10 +301,10 @@ static const char *token_file_errorf(const char *fmt, ...) {
 
 /* Why path is refused without opening it (a symbolic link or not a regular file):
  * -ELOOP or -EBADMSG with *ret_error set; 0 when it is a regular file; -errno. */
-static int token_file_check_type(const char *path, const char **ret_error) {
+static int token_file_check_type(const char *path, bool follow, const char **ret_error) {
         struct stat st;
 
-        if (lstat(path, &st) < 0)
+        if ((follow ? stat(path, &st) : lstat(path, &st)) < 0)
                 return -errno;
         if (S_ISLNK(st.st_mode)) {
                 _cleanup_free_ char *target = symlink_target(path);
@@ -322,7 +322,7 @@ static int token_file_check_type(const char *path, const char **ret_error) {
 
 #define TOKEN_FILE_MAX 4096
 
-int read_token_file(const char *path, char **ret, const char **ret_error) {
+int read_token_file_full(const char *path, bool follow, char **ret, const char **ret_error) {
         _cleanup_close_ int fd = -1;
         char buf[TOKEN_FILE_MAX + 2];
         size_t len = 0;
@@ -332,14 +332,14 @@ int read_token_file(const char *path, char **ret, const char **ret_error) {
 
         *ret_error = NULL;
         /* Look before opening: a device is never opened, a FIFO never waited on. */
-        r = token_file_check_type(path, ret_error);
+        r = token_file_check_type(path, follow, ret_error);
         if (r < 0)
                 return r;
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        fd = open(path, O_RDONLY | (follow ? 0 : O_NOFOLLOW) | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         if (fd < 0) {
                 r = -errno;
                 /* Replaced since the lstat(): explain what it is now. */
-                if (IN_SET(r, -ELOOP, -ENXIO) && token_file_check_type(path, ret_error) < 0)
+                if (IN_SET(r, -ELOOP, -ENXIO) && token_file_check_type(path, follow, ret_error) < 0)
                         return r == -ENXIO ? -EBADMSG : r;
                 return r;
         }
@@ -390,6 +390,10 @@ int read_token_file(const char *path, char **ret, const char **ret_error) {
         *ret = strdup(start);
         explicit_bzero(buf, sizeof(buf));
         return *ret ? 0 : -ENOMEM;
+}
+
+int read_token_file(const char *path, char **ret, const char **ret_error) {
+        return read_token_file_full(path, false, ret, ret_error);
 }
 
 char **strv_free(char **l) {

@@ -62,6 +62,9 @@ char *symlink_target(const char *path);
  * thread-local buffer that stays valid until the next read_token_file() call in the
  * same thread: copy it before calling again. */
 int read_token_file(const char *path, char **ret, const char **ret_error);
+/* follow: a symbolic link is followed (to a regular file). For the management token,
+ * which is only read; a job's file is replaced by rename and must not be a link. */
+int read_token_file_full(const char *path, bool follow, char **ret, const char **ret_error);
 
 /* NULL-terminated string vectors. */
 char **strv_free(char **l);
