@@ -1287,6 +1287,9 @@ int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiReq
         SETOPT(r->easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
         SETOPT(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
+        /* HTTP/1.1: with HTTP/2, nghttp2 would keep the Authorization header in frame
+         * buffers it allocates itself and frees without wiping. */
+        SETOPT(r->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
         /* On a reused connection that closes without an answer, libcurl quietly sends the
          * request again on a new one. For CREATE that could make a second token whose
          * secret we never see: CREATE always opens its own connection, so its outcome is
@@ -1491,7 +1494,7 @@ static usec_t retry_at(ApiRequest *r, long status) {
  * [{"error": {...}}]), else a hint at what came. */
 static int finish_http_error(ApiRequest *r, ApiResult *res) {
         _cleanup_json_ yajl_val v = NULL;
-        _cleanup_free_ char *msg = NULL;
+        _cleanup_erase_ char *msg = NULL;
         long s = res->status;
         yajl_val m = NULL;
         char ct[64];
@@ -1515,6 +1518,9 @@ static int finish_http_error(ApiRequest *r, ApiResult *res) {
                 }
         }
         if (m && YAJL_IS_STRING(m)) {
+                /* Scrubbed before it is cut (a secret cut in half would no longer match)
+                 * and before it passes through printf's buffers. */
+                scrub_secrets(r, m->u.string);
                 msg = sanitize(m->u.string, strlen(m->u.string), API_MAX_MESSAGE);
                 if (!msg)
                         return -ENOMEM;

@@ -1886,6 +1886,22 @@ static void test_secret_never_in_errors(void **state) {
         assert_contains(res.error, p.pub);
         assert_contains(res.error, "****");
         api_result_done(&res);
+
+        /* ... where the message is cut in the middle of the secret: no part of it left. */
+        {
+                char pad[201], head[17];
+                memset(pad, 'x', sizeof(pad) - 1);
+                pad[sizeof(pad) - 1] = 0;
+                snprintf(json, sizeof(json), "{\"op\":\"any\",\"kind\":\"error\",\"status\":400,"
+                         "\"message\":\"%s %s\"}", pad, p.token);
+                fault(f, json);
+                run(f, API_V2, API_LOOKUP, &(ApiArgs) { .token = p.token }, &res);
+                assert_int_equal(res.class, API_PERMANENT);
+                snprintf(head, sizeof(head), "%s", strrchr(p.token, '.') + 1);
+                assert_contains(res.error, "...");
+                assert_null(strstr(res.error, head));
+                api_result_done(&res);
+        }
 }
 
 /* Several API requests at once through CurlGlue, a v2 list with pages among them, and
