@@ -27,9 +27,23 @@
  * one. Every buffer of ours that may hold one is wiped before it is freed; JSON is built
  * and parsed with yajl using allocators that wipe (the tree is built here from yajl's
  * callback parser, since yajl_tree_parse() allocates with plain malloc); libcurl's own
- * buffers are wiped by the allocators api_global_init() installs. Error strings name
- * tokens by id or public part, never by secret, and are scrubbed of the secrets the
- * request knows about as a last line of defence. */
+ * buffers are wiped by the allocators api_global_init() installs. Requests use HTTP/1.1,
+ * so nghttp2 (which allocates on its own) never sees the Authorization header. Error
+ * strings name tokens by id or public part, never by secret, and are scrubbed of the
+ * secrets the request knows about as a last line of defence.
+ *
+ * Copies that remain, out of our reach:
+ *  - libcurl's receive buffer (one per easy handle) holds the raw answer, a CREATE's new
+ *    secret included, until api_request_free(); it is wiped then, by our free().
+ *  - OpenSSL allocates with its own malloc, not libcurl's: the decrypted records of an
+ *    answer (a CREATE's new secret) stay in the connection's read buffer until later
+ *    records overwrite it, and it is freed unwiped when the connection closes (the
+ *    connection may stay cached in the multi handle). SSL_OP_CLEANSE_PLAINTEXT (OpenSSL
+ *    3) would wipe it, but setting it needs libssl linked (CURLOPT_SSL_CTX_FUNCTION).
+ *    Outgoing plaintext (the Authorization header, a LOOKUP body) is copied into
+ *    OpenSSL's write buffer and, as we understand its record layer, encrypted there in
+ *    place (not verified for every cipher).
+ *  - the kernel's socket buffers: plaintext only for http:// URLs. */
 
 #define API_MAX_DEPTH 64              /* JSON nesting we accept (freeing recurses) */
 #define API_MAX_MESSAGE 256           /* bytes of the API's error.message quoted */

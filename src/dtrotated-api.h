@@ -66,7 +66,8 @@ typedef struct ApiArgs {
 
 /* v1 LIST sends limit=API_V1_LIST_LIMIT, the documented maximum (the server's default
  * would be 1000). An answer with as many tokens as the limit may be cut short: it is
- * API_TRANSIENT ("list may be incomplete"), never a list. */
+ * API_TRANSIENT ("list may be incomplete"), never a list. (A million v1 entries do not
+ * fit in API_MAX_BODY: such a tenant gets "answer too large", also never a list.) */
 #define API_V1_LIST_LIMIT 1000000U
 /* v2 LIST pages: 1000 tokens a page keeps a page well below API_MAX_BODY (an entry is
  * 150-300 bytes, a page some 300 KiB even with long names) and fast within the request
@@ -81,10 +82,12 @@ typedef struct ApiArgs {
  * secret never goes into a URL. Ids the API answers are checked the same way. */
 bool api_id_is_valid(ApiVersion v, const char *id);
 
-/* Call once in main() before anything else uses libcurl (instead of curl_global_init()):
- * installs allocators with which every block libcurl frees (request and header buffers
- * holding the Authorization header, received data) is wiped first, and realloc() never
- * leaves an unwiped copy behind. 0, -ENOMEM or -EIO. */
+/* Call once in main() before anything else uses libcurl (instead of curl_global_init();
+ * after it, libcurl would silently keep its own allocators): installs allocators with
+ * which every block libcurl frees (request and header buffers holding the Authorization
+ * header, received data) is wiped first, and realloc() never leaves an unwiped copy
+ * behind. OpenSSL allocates on its own: see the top of dtrotated-api.c for the copies
+ * that remain there. 0, -ENOMEM or -EIO. */
 int api_global_init(void);
 void api_global_cleanup(void);
 
