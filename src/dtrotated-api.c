@@ -4,11 +4,13 @@
 #endif
 #include <ctype.h>
 #include <limits.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdarg.h>
 #include <strings.h>
 #include <time.h>
 #include <yajl/yajl_gen.h>
+#include <yajl/yajl_parse.h>
 #include <yajl/yajl_tree.h>
 
 #include "dtrotated-api.h"
@@ -17,17 +19,41 @@
 /* The Tokens API client. Everything a request needs is copied into the ApiRequest; the
  * answer is collected (capped at API_MAX_BODY) by the write callback, the few headers we
  * care about by the header callback, and api_request_finish() turns status, headers and
- * body into an ApiResult. Buffers that may hold a secret (the request body of LOOKUP,
- * the Authorization header, the answer of CREATE, the parsed JSON) are wiped before
- * they are freed. Error strings name tokens by id or public part, never by secret, and
- * are scrubbed of the secrets the request knows about as a last line of defence. */
+ * body into an ApiResult. Nothing in an answer is trusted: success is the documented
+ * status with a JSON body of the documented shape, and every id, name and owner is
+ * checked before it is handed on.
+ *
+ * Secrets: the Authorization header, the LOOKUP request body and the CREATE answer hold
+ * one. Every buffer of ours that may hold one is wiped before it is freed; JSON is built
+ * and parsed with yajl using allocators that wipe (the tree is built here from yajl's
+ * callback parser, since yajl_tree_parse() allocates with plain malloc); libcurl's own
+ * buffers are wiped by the allocators api_global_init() installs. Requests use HTTP/1.1,
+ * so nghttp2 (which allocates on its own) never sees the Authorization header. Error
+ * strings name tokens by id or public part, never by secret, and are scrubbed of the
+ * secrets the request knows about as a last line of defence.
+ *
+ * Copies that remain, out of our reach:
+ *  - libcurl's receive buffer (one per easy handle) holds the raw answer, a CREATE's new
+ *    secret included, until api_request_free(); it is wiped then, by our free().
+ *  - OpenSSL allocates with its own malloc, not libcurl's: the decrypted records of an
+ *    answer (a CREATE's new secret) stay in the connection's read buffer until later
+ *    records overwrite it, and it is freed unwiped when the connection closes (the
+ *    connection may stay cached in the multi handle). SSL_OP_CLEANSE_PLAINTEXT (OpenSSL
+ *    3) would wipe it, but setting it needs libssl linked (CURLOPT_SSL_CTX_FUNCTION).
+ *    Outgoing plaintext (the Authorization header, a LOOKUP body) is copied into
+ *    OpenSSL's write buffer and, as we understand its record layer, encrypted there in
+ *    place (not verified for every cipher).
+ *  - the kernel's socket buffers: plaintext only for http:// URLs. */
 
-#define API_MAX_PAGES 1000U           /* v2 LIST: nextPageKey is followed this often at most */
-#define API_V2_PAGE_SIZE 500
-#define API_MAX_DEPTH 64              /* JSON nesting we accept (yajl_tree_free recurses) */
+#define API_MAX_DEPTH 64              /* JSON nesting we accept (freeing recurses) */
 #define API_MAX_MESSAGE 256           /* bytes of the API's error.message quoted */
 #define API_MAX_ID 128
-#define API_MAX_FIELD 1024            /* auth token, name, scopes */
+#define API_MAX_FIELD 1024            /* auth token, scopes */
+#define API_MAX_NAME 1024
+#define API_MAX_OWNER 512
+#define API_MAX_PAGE_KEY 4096
+#define API_MAX_LIST_ENTRIES 1000000U  /* v2: tokens over all pages */
+#define API_MAX_RETRY_DELAY USEC_PER_HOUR /* Retry-After / X-RateLimit-Reset honoured up to */
 #define API_CONNECT_TIMEOUT (10 * USEC_PER_SEC)
 #define API_LOW_SPEED_TIME 30L        /* s below 1 byte/s before giving up */
 #define API_DEFAULT_TIMEOUT (30 * USEC_PER_SEC)
@@ -44,8 +70,11 @@ struct ApiRequest {
         char *env;
         char *target;                 /* what messages call the request's object: an id,
                                        * a token's public part; NULL for CREATE, LIST */
+        bool target_is_v2_id;         /* LOOKUP: target is what the v2 id must be */
         char *base_url;
         char *secrets[2];             /* auth token, LOOKUP token: scrubbed from messages */
+        char *owner;                  /* LIST: owner filter, or NULL */
+        unsigned page_size;           /* LIST: v1 limit, v2 pageSize */
 
         CURL *easy;
         struct curl_slist *headers;   /* holds the Authorization header: wiped */
@@ -65,8 +94,74 @@ struct ApiRequest {
         size_t n_list;
         size_t n_list_allocated;
         unsigned pages;
+        uint64_t *page_keys;          /* hashes of the nextPageKeys followed */
         bool wants_more;
 };
+
+/* ---- memory that is wiped before it is freed ---- */
+
+static void wipe_free(void *p) {
+        if (!p)
+                return;
+        explicit_bzero(p, malloc_usable_size(p));
+        free(p);
+}
+
+/* Grows by moving: the old block is wiped, never left behind with its contents. */
+static void *wipe_realloc(void *p, size_t n) {
+        size_t have;
+        void *q;
+
+        if (!p)
+                return malloc(n);
+        if (n == 0)
+                n = 1;
+        have = malloc_usable_size(p);
+        if (n <= have)
+                return p;
+        q = malloc(n);
+        if (!q)
+                return NULL;
+        memcpy(q, p, have);
+        wipe_free(p);
+        return q;
+}
+
+static char *wipe_strdup(const char *s) {
+        size_t n = strlen(s) + 1;
+        char *p = malloc(n);
+
+        if (p)
+                memcpy(p, s, n);
+        return p;
+}
+
+static void *yajl_wipe_malloc(void *ctx, size_t n) {
+        return malloc(n);
+}
+static void *yajl_wipe_realloc(void *ctx, void *p, size_t n) {
+        return wipe_realloc(p, n);
+}
+static void yajl_wipe_free(void *ctx, void *p) {
+        wipe_free(p);
+}
+static yajl_alloc_funcs wipe_alloc_funcs = {
+        .malloc = yajl_wipe_malloc,
+        .realloc = yajl_wipe_realloc,
+        .free = yajl_wipe_free,
+};
+
+int api_global_init(void) {
+        CURLcode c = curl_global_init_mem(CURL_GLOBAL_DEFAULT, malloc, wipe_free, wipe_realloc,
+                                          wipe_strdup, calloc);
+        if (c == CURLE_OUT_OF_MEMORY)
+                return -ENOMEM;
+        return c == CURLE_OK ? 0 : -EIO;
+}
+
+void api_global_cleanup(void) {
+        curl_global_cleanup();
+}
 
 static const char *const op_table[_API_OP_MAX] = {
         [API_LOOKUP] = "lookup",
@@ -94,10 +189,7 @@ static bool op_takes_id(ApiOp op) {
 /* ---- small helpers ---- */
 
 static void buffer_wipe(Buffer *b) {
-        if (b->data) {
-                explicit_bzero(b->data, b->allocated);
-                free(b->data);
-        }
+        wipe_free(b->data);
         *b = (Buffer) {};
 }
 
@@ -117,8 +209,7 @@ static int buffer_reserve(Buffer *b, size_t need) {
                 return -ENOMEM;
         if (b->data) {
                 memcpy(p, b->data, b->size);
-                explicit_bzero(b->data, b->allocated);
-                free(b->data);
+                wipe_free(b->data);
         }
         b->data = p;
         b->allocated = n;
@@ -147,18 +238,83 @@ static bool string_is_safe_token(const char *s, size_t max) {
         return true;
 }
 
-static bool id_is_valid(const char *id) {
+static bool is_uuid(const char *s) {
+        static const unsigned groups[] = { 8, 4, 4, 4, 12 };
+
+        for (size_t g = 0; g < ELEMENTSOF(groups); g++) {
+                for (unsigned i = 0; i < groups[g]; i++, s++)
+                        if (!isxdigit((unsigned char) *s))
+                                return false;
+                if (*s != (g + 1 < ELEMENTSOF(groups) ? '-' : 0))
+                        return false;
+                s++;
+        }
+        return true;
+}
+
+bool api_id_is_valid(ApiVersion v, const char *id) {
         size_t n;
 
         if (!id)
                 return false;
-        n = strnlen(id, API_MAX_ID + 1);
-        if (n == 0 || n > API_MAX_ID)
-                return false;
-        if (strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") != n)
-                return false;
         /* An id is public; a whole token is a secret and never goes into a URL or a log. */
-        return !token_is_valid(id);
+        if (token_is_valid(id))
+                return false;
+        if (v == API_V1)
+                return is_uuid(id);
+        if (v != API_V2)
+                return false;
+        n = strnlen(id, API_MAX_ID + 1);
+        if (strncmp(id, "dt0c01.", 7) == 0)
+                return n == 7 + 24 && strspn(id + 7, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") == 24;
+        /* Tokens from before 2021: be permissive but safe in a URL path (no "." or "..",
+         * which curl would squash into another path). */
+        if (n == 0 || n > API_MAX_ID || id[0] == '.')
+                return false;
+        return strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* 1..max bytes of valid UTF-8 without control characters (C0, DEL, C1): what a name
+ * or owner may be before it goes into a log line or the journal. */
+static bool text_is_safe(const char *s, size_t max) {
+        const unsigned char *p = (const unsigned char *) s;
+        size_t n;
+
+        if (!s)
+                return false;
+        n = strnlen(s, max + 1);
+        if (n == 0 || n > max)
+                return false;
+        while (*p) {
+                uint32_t cp;
+                unsigned more;
+
+                if (*p < 0x80) {
+                        if (*p < 0x20 || *p == 0x7f)
+                                return false;
+                        p++;
+                        continue;
+                }
+                if (*p >= 0xc2 && *p <= 0xdf)
+                        cp = *p & 0x1f, more = 1;
+                else if (*p >= 0xe0 && *p <= 0xef)
+                        cp = *p & 0x0f, more = 2;
+                else if (*p >= 0xf0 && *p <= 0xf4)
+                        cp = *p & 0x07, more = 3;
+                else
+                        return false;
+                p++;
+                for (unsigned i = 0; i < more; i++, p++) {
+                        if ((*p & 0xc0) != 0x80)
+                                return false;
+                        cp = (cp << 6) | (*p & 0x3f);
+                }
+                if (cp < 0xa0 || /* C1 controls (and overlong two-byte forms) */
+                    (more == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+                    (more == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+                        return false;
+        }
+        return true;
 }
 
 /* Copies at most max bytes of s into a new string, control characters replaced by
@@ -267,7 +423,7 @@ static int build_body(ApiRequest *r, const ApiArgs *args) {
         _cleanup_(yajl_gen_freep) YajlGen g = NULL;
         int k;
 
-        g = yajl_gen_alloc(NULL);
+        g = yajl_gen_alloc(&wipe_alloc_funcs);
         if (!g)
                 return -ENOMEM;
         (void) yajl_gen_config(g, yajl_gen_validate_utf8, 1);
@@ -329,74 +485,267 @@ static int build_body(ApiRequest *r, const ApiArgs *args) {
 
 /* ---- JSON: parsing ---- */
 
-/* JSON without comments (yajl's tree parser would allow them) and not nested deeper than
- * max: checked before parsing, since yajl_tree_free() recurses. No NUL either. */
-static bool json_shape_ok(const char *s, size_t n, unsigned max) {
-        bool in_string = false, escaped = false;
-        unsigned depth = 0;
+/* yajl_tree_parse() allocates with plain malloc() and cannot be told otherwise, and the
+ * CREATE answer holds a secret: the tree (yajl's own yajl_val layout, so the accessors
+ * work) is built here from yajl's callback parser with the wiping allocators, for yajl's
+ * internal buffers as for the tree. Nesting deeper than API_MAX_DEPTH, strings with NUL
+ * and anything but one JSON value without comments are refused. */
 
-        for (size_t i = 0; i < n; i++) {
-                char c = s[i];
+typedef struct JsonFrame {
+        yajl_val v;                   /* an open object or array */
+        char *key;                    /* object: key waiting for its value */
+} JsonFrame;
 
-                if (c == 0)
-                        return false;
-                if (in_string) {
-                        if (escaped)
-                                escaped = false;
-                        else if (c == '\\')
-                                escaped = true;
-                        else if (c == '"')
-                                in_string = false;
-                        continue;
-                }
-                if (c == '"')
-                        in_string = true;
-                else if (c == '/')
-                        return false;
-                else if (c == '[' || c == '{') {
-                        if (++depth > max)
-                                return false;
-                } else if ((c == ']' || c == '}') && depth > 0)
-                        depth--;
-        }
-        return true;
-}
+typedef struct JsonBuild {
+        JsonFrame stack[API_MAX_DEPTH];
+        unsigned depth;
+        yajl_val root;
+        bool oom;
+} JsonBuild;
 
-static void json_wipe(yajl_val v) {
+static void json_free(yajl_val v) {
         if (!v)
                 return;
         switch (v->type) {
         case yajl_t_string:
-                if (v->u.string)
-                        explicit_bzero(v->u.string, strlen(v->u.string));
+                wipe_free(v->u.string);
                 break;
         case yajl_t_number:
-                if (v->u.number.r)
-                        explicit_bzero(v->u.number.r, strlen(v->u.number.r));
+                wipe_free(v->u.number.r);
                 break;
         case yajl_t_object:
                 for (size_t i = 0; i < v->u.object.len; i++) {
-                        if (v->u.object.keys[i])
-                                explicit_bzero((char *) v->u.object.keys[i], strlen(v->u.object.keys[i]));
-                        json_wipe(v->u.object.values[i]);
+                        wipe_free((char *) v->u.object.keys[i]);
+                        json_free(v->u.object.values[i]);
                 }
+                wipe_free(v->u.object.keys);
+                wipe_free(v->u.object.values);
                 break;
         case yajl_t_array:
                 for (size_t i = 0; i < v->u.array.len; i++)
-                        json_wipe(v->u.array.values[i]);
+                        json_free(v->u.array.values[i]);
+                wipe_free(v->u.array.values);
                 break;
         default:
                 break;
         }
+        wipe_free(v);
 }
 
 static void json_freep(yajl_val *v) {
-        if (*v) {
-                json_wipe(*v);
-                yajl_tree_free(*v);
-        }
+        json_free(*v);
+        *v = NULL;
 }
 #define _cleanup_json_ _cleanup_(json_freep)
+
+/* Room for n + 1 elements of size, growing geometrically (arrays of a big list). */
+static void *json_grow(void *p, size_t n, size_t size) {
+        size_t need = (n + 1) * size, have = p ? malloc_usable_size(p) : 0;
+
+        if (need <= have)
+                return p;
+        return wipe_realloc(p, MAX(MAX(need, have * 2), 4 * size));
+}
+
+static char *json_strndup(JsonBuild *b, const unsigned char *s, size_t n) {
+        char *t;
+
+        if (memchr(s, 0, n))
+                return NULL; /* "\u0000" would cut the string short: refused */
+        t = malloc(n + 1);
+        if (!t) {
+                b->oom = true;
+                return NULL;
+        }
+        memcpy(t, s, n);
+        t[n] = 0;
+        return t;
+}
+
+static yajl_val json_new(JsonBuild *b, yajl_type type) {
+        yajl_val v = calloc(1, sizeof(*v));
+
+        if (!v) {
+                b->oom = true;
+                return NULL;
+        }
+        v->type = type;
+        return v;
+}
+
+/* Hangs v into the open container (or makes it the root). Takes v. 1 or 0 (abort). */
+static int json_add(JsonBuild *b, yajl_val v) {
+        JsonFrame *f;
+
+        if (!v)
+                return 0;
+        if (b->depth == 0) {
+                if (b->root) {
+                        json_free(v);
+                        return 0;
+                }
+                b->root = v;
+                return 1;
+        }
+        f = &b->stack[b->depth - 1];
+        if (f->v->type == yajl_t_object) {
+                size_t n = f->v->u.object.len;
+                const char **keys;
+                yajl_val *values;
+
+                if (!f->key) {
+                        json_free(v);
+                        return 0;
+                }
+                keys = json_grow(f->v->u.object.keys, n, sizeof(char *));
+                if (keys)
+                        f->v->u.object.keys = keys;
+                values = keys ? json_grow(f->v->u.object.values, n, sizeof(yajl_val)) : NULL;
+                if (!values) {
+                        b->oom = true;
+                        json_free(v);
+                        return 0;
+                }
+                f->v->u.object.values = values;
+                keys[n] = TAKE_PTR(f->key);
+                values[n] = v;
+                f->v->u.object.len++;
+        } else {
+                size_t n = f->v->u.array.len;
+                yajl_val *values = json_grow(f->v->u.array.values, n, sizeof(yajl_val));
+
+                if (!values) {
+                        b->oom = true;
+                        json_free(v);
+                        return 0;
+                }
+                f->v->u.array.values = values;
+                values[n] = v;
+                f->v->u.array.len++;
+        }
+        return 1;
+}
+
+static int on_json_null(void *ctx) {
+        return json_add(ctx, json_new(ctx, yajl_t_null));
+}
+
+static int on_json_boolean(void *ctx, int value) {
+        return json_add(ctx, json_new(ctx, value ? yajl_t_true : yajl_t_false));
+}
+
+/* As yajl_tree does: an integer where it fits in long long, a double where it is finite. */
+static int on_json_number(void *ctx, const char *s, size_t n) {
+        JsonBuild *b = ctx;
+        yajl_val v = json_new(b, yajl_t_number);
+        char *end;
+
+        if (!v)
+                return 0;
+        v->u.number.r = json_strndup(b, (const unsigned char *) s, n);
+        if (!v->u.number.r) {
+                json_free(v);
+                return 0;
+        }
+        errno = 0;
+        v->u.number.i = strtoll(v->u.number.r, &end, 10);
+        if (errno == 0 && *end == 0)
+                v->u.number.flags |= YAJL_NUMBER_INT_VALID;
+        errno = 0;
+        v->u.number.d = strtod(v->u.number.r, &end);
+        if (errno == 0 && *end == 0 && isfinite(v->u.number.d))
+                v->u.number.flags |= YAJL_NUMBER_DOUBLE_VALID;
+        return json_add(b, v);
+}
+
+static int on_json_string(void *ctx, const unsigned char *s, size_t n) {
+        JsonBuild *b = ctx;
+        yajl_val v = json_new(b, yajl_t_string);
+
+        if (!v)
+                return 0;
+        v->u.string = json_strndup(b, s, n);
+        if (!v->u.string) {
+                json_free(v);
+                return 0;
+        }
+        return json_add(b, v);
+}
+
+static int json_open(JsonBuild *b, yajl_type type) {
+        yajl_val v;
+
+        if (b->depth >= API_MAX_DEPTH)
+                return 0;
+        v = json_new(b, type);
+        if (!json_add(b, v))
+                return 0;
+        b->stack[b->depth++] = (JsonFrame) { .v = v };
+        return 1;
+}
+
+static int on_json_start_map(void *ctx) {
+        return json_open(ctx, yajl_t_object);
+}
+
+static int on_json_start_array(void *ctx) {
+        return json_open(ctx, yajl_t_array);
+}
+
+static int on_json_map_key(void *ctx, const unsigned char *s, size_t n) {
+        JsonBuild *b = ctx;
+        JsonFrame *f = &b->stack[b->depth - 1];
+
+        wipe_free(f->key);
+        f->key = json_strndup(b, s, n);
+        return f->key ? 1 : 0;
+}
+
+static int on_json_end(void *ctx) {
+        JsonBuild *b = ctx;
+
+        b->depth--;
+        wipe_free(b->stack[b->depth].key);
+        b->stack[b->depth] = (JsonFrame) {};
+        return 1;
+}
+
+static const yajl_callbacks json_callbacks = {
+        .yajl_null = on_json_null,
+        .yajl_boolean = on_json_boolean,
+        .yajl_number = on_json_number,
+        .yajl_string = on_json_string,
+        .yajl_start_map = on_json_start_map,
+        .yajl_map_key = on_json_map_key,
+        .yajl_end_map = on_json_end,
+        .yajl_start_array = on_json_start_array,
+        .yajl_end_array = on_json_end,
+};
+
+/* One JSON value of n bytes (yajl's defaults: no comments, valid UTF-8, nothing after
+ * the value). -EBADMSG, -ENOMEM. */
+static int json_parse(const char *s, size_t n, yajl_val *ret) {
+        JsonBuild b = {};
+        yajl_handle h;
+        yajl_status st;
+
+        h = yajl_alloc(&json_callbacks, &wipe_alloc_funcs, &b);
+        if (!h)
+                return -ENOMEM;
+        st = yajl_parse(h, (const unsigned char *) s, n);
+        if (st == yajl_status_ok)
+                st = yajl_complete_parse(h);
+        /* No yajl_get_error(): its message quotes the input, which may hold a secret. */
+        yajl_free(h);
+        while (b.depth > 0)
+                wipe_free(b.stack[--b.depth].key);
+        if (st != yajl_status_ok || b.oom || !b.root) {
+                json_free(b.root);
+                return b.oom ? -ENOMEM : -EBADMSG;
+        }
+        *ret = b.root;
+        return 0;
+}
 
 /* The value of key in object o, or NULL when missing or JSON null. */
 static yajl_val json_get(yajl_val o, const char *key) {
@@ -423,18 +772,21 @@ static int bad(Why *why, const char *fmt, ...) {
         return -EBADMSG;
 }
 
-static int json_string(yajl_val o, const char *key, bool required, char **ret, Why *why) {
+/* A string member, checked by valid(s, max): ids, names, owners. */
+static int json_checked_string(yajl_val o, const char *key, bool required, bool (*valid)(const char *, size_t),
+                               size_t max, char **ret, Why *why) {
         yajl_val v = json_get(o, key);
         char *s;
 
         if (!v) {
                 if (required)
                         return bad(why, "\"%s\" is missing", key);
-                *ret = NULL;
                 return 0;
         }
         if (!YAJL_IS_STRING(v))
                 return bad(why, "\"%s\" is not a string", key);
+        if (!valid(v->u.string, max))
+                return bad(why, "\"%s\" is not valid (too long, control characters or not UTF-8)", key);
         s = strdup(v->u.string);
         if (!s)
                 return -ENOMEM;
@@ -443,12 +795,35 @@ static int json_string(yajl_val o, const char *key, bool required, char **ret, W
         return 0;
 }
 
-static int json_bool(yajl_val o, const char *key, bool def, bool *ret, Why *why) {
+static int json_id(yajl_val o, ApiVersion version, bool required, char **ret, Why *why) {
+        yajl_val v = json_get(o, "id");
+        char *s;
+
+        if (!v) {
+                if (required)
+                        return bad(why, "\"id\" is missing");
+                return 0;
+        }
+        if (!YAJL_IS_STRING(v))
+                return bad(why, "\"id\" is not a string");
+        if (!api_id_is_valid(version, v->u.string))
+                return bad(why, "\"id\" is not a valid %s token id", version == API_V1 ? "v1" : "v2");
+        s = strdup(v->u.string);
+        if (!s)
+                return -ENOMEM;
+        free(*ret);
+        *ret = s;
+        return 0;
+}
+
+static int json_bool(yajl_val o, const char *key, bool required, bool def, bool *ret, Why *why) {
         yajl_val v = json_get(o, key);
 
-        if (!v)
+        if (!v) {
+                if (required)
+                        return bad(why, "\"%s\" is missing", key);
                 *ret = def;
-        else if (YAJL_IS_TRUE(v))
+        } else if (YAJL_IS_TRUE(v))
                 *ret = true;
         else if (YAJL_IS_FALSE(v))
                 *ret = false;
@@ -457,15 +832,25 @@ static int json_bool(yajl_val o, const char *key, bool def, bool *ret, Why *why)
         return 0;
 }
 
-static int parse_epoch_ms_string(const char *s, usec_t *ret) {
-        size_t n = strlen(s);
-        unsigned long long ms;
-
-        if (n == 0 || n > 17 || strspn(s, "0123456789") != n)
-                return -EINVAL;
-        ms = strtoull(s, NULL, 10);
+/* Epoch milliseconds to µs; negative or too large for usec_t is an error, not a wrap. */
+static int ms_to_usec(unsigned long long ms, usec_t *ret) {
+        if (ms > (USEC_INFINITY - 1) / USEC_PER_MSEC)
+                return -ERANGE;
         *ret = (usec_t) ms * USEC_PER_MSEC;
         return 0;
+}
+
+static int parse_epoch_ms_string(const char *s, usec_t *ret) {
+        unsigned long long ms;
+        size_t n = strlen(s);
+
+        if (n > 20)
+                return -ERANGE;
+        errno = 0;
+        ms = strtoull(s, NULL, 10);
+        if (errno != 0)
+                return -ERANGE;
+        return ms_to_usec(ms, ret);
 }
 
 /* Epoch milliseconds as a JSON number or a numeric string, or an ISO 8601 string. */
@@ -478,31 +863,41 @@ static int json_time(yajl_val o, const char *key, usec_t def, usec_t *ret, Why *
         }
         if (YAJL_IS_INTEGER(v)) {
                 long long ms = v->u.number.i;
-                if (ms < 0 || (unsigned long long) ms > (USEC_INFINITY - 1) / USEC_PER_MSEC)
+                if (ms < 0 || ms_to_usec((unsigned long long) ms, ret) < 0)
                         return bad(why, "\"%s\" is out of range", key);
-                *ret = (usec_t) ms * USEC_PER_MSEC;
                 return 0;
         }
         if (YAJL_IS_DOUBLE(v)) {
                 double ms = v->u.number.d;
-                if (!isfinite(ms) || ms < 0 || ms > 1e16)
+                /* Below 2^63 µs: exact enough, and far from usec_t's end. */
+                if (!isfinite(ms) || ms < 0 || ms >= 9.2e15)
                         return bad(why, "\"%s\" is out of range", key);
                 *ret = (usec_t) (ms * (double) USEC_PER_MSEC);
                 return 0;
         }
+        if (YAJL_IS_NUMBER(v))
+                return bad(why, "\"%s\" is out of range", key); /* neither fits */
         if (YAJL_IS_STRING(v)) {
-                if (parse_epoch_ms_string(v->u.string, ret) >= 0 || parse_iso8601(v->u.string, ret) >= 0)
+                const char *s = v->u.string;
+                if (*s && strspn(s, "0123456789") == strlen(s)) {
+                        if (parse_epoch_ms_string(s, ret) < 0)
+                                return bad(why, "\"%s\" is out of range", key);
+                        return 0;
+                }
+                if (parse_iso8601(s, ret) >= 0)
                         return 0;
                 return bad(why, "\"%s\" is not a timestamp", key);
         }
         return bad(why, "\"%s\" is not a timestamp", key);
 }
 
-static int json_scopes(yajl_val o, const char *key, char ***ret, Why *why) {
+static int json_scopes(yajl_val o, const char *key, bool required, char ***ret, Why *why) {
         yajl_val v = json_get(o, key);
         _cleanup_strv_free_ char **l = NULL;
         size_t n;
 
+        if (!v && required)
+                return bad(why, "\"%s\" is missing", key);
         if (v && !YAJL_IS_ARRAY(v))
                 return bad(why, "\"%s\" is not an array", key);
         n = v ? v->u.array.len : 0;
@@ -513,6 +908,8 @@ static int json_scopes(yajl_val o, const char *key, char ***ret, Why *why) {
                 yajl_val e = v->u.array.values[i];
                 if (!YAJL_IS_STRING(e))
                         return bad(why, "\"%s\" holds something else than strings", key);
+                if (!string_is_safe_token(e->u.string, API_MAX_FIELD))
+                        return bad(why, "\"%s\" holds something that is not a scope", key);
                 l[i] = strdup(e->u.string);
                 if (!l[i])
                         return -ENOMEM;
@@ -522,41 +919,43 @@ static int json_scopes(yajl_val o, const char *key, char ***ret, Why *why) {
         return 0;
 }
 
-/* A token's metadata, v1 or v2 field names. LIST entries need only an id. */
+/* A token's metadata, v1 or v2 field names. full (LOOKUP, GET): id, name, revoked or
+ * enabled and scopes are required; a LIST entry needs only an id. Whatever is there is
+ * checked. */
 static int parse_token_info(yajl_val o, ApiVersion version, bool full, TokenInfo *t, Why *why) {
         bool v1 = version == API_V1, b = false;
         int k;
 
         if (!YAJL_IS_OBJECT(o))
                 return bad(why, "expected an object");
-        if ((k = json_string(o, "id", true, &t->id, why)) < 0 ||
-            (k = json_string(o, "name", full, &t->name, why)) < 0 ||
-            (k = json_string(o, v1 ? "userId" : "owner", false, &t->owner, why)) < 0 ||
-            (k = json_bool(o, v1 ? "revoked" : "enabled", !v1, &b, why)) < 0 ||
+        if ((k = json_id(o, version, true, &t->id, why)) < 0 ||
+            (k = json_checked_string(o, "name", full, text_is_safe, API_MAX_NAME, &t->name, why)) < 0 ||
+            (k = json_checked_string(o, v1 ? "userId" : "owner", false, text_is_safe, API_MAX_OWNER,
+                                     &t->owner, why)) < 0 ||
+            (k = json_bool(o, v1 ? "revoked" : "enabled", full, !v1, &b, why)) < 0 ||
             (k = json_time(o, v1 ? "created" : "creationDate", 0, &t->created, why)) < 0 ||
             (k = json_time(o, v1 ? "expires" : "expirationDate", USEC_INFINITY, &t->expires, why)) < 0 ||
             (k = json_time(o, v1 ? "lastUse" : "lastUsedDate", 0, &t->last_use, why)) < 0 ||
-            (k = json_scopes(o, "scopes", &t->scopes, why)) < 0)
+            (k = json_scopes(o, "scopes", full, &t->scopes, why)) < 0)
                 return k;
         t->revoked = v1 ? b : !b;
         return 0;
 }
 
-/* The body as a JSON object, or -EBADMSG with why. */
-static int parse_answer(ApiRequest *r, yajl_val *ret, Why *why) {
-        yajl_val v;
+/* The body as a JSON object (or, with allow_array, an array), or -EBADMSG with why. */
+static int parse_answer(ApiRequest *r, bool allow_array, yajl_val *ret, Why *why) {
+        yajl_val v = NULL;
+        int k;
 
         if (r->answer.size == 0)
                 return bad(why, "empty answer");
-        if (!json_shape_ok(r->answer.data, r->answer.size, API_MAX_DEPTH))
+        k = json_parse(r->answer.data, r->answer.size, &v);
+        if (k == -ENOMEM)
+                return k;
+        if (k < 0)
                 return bad(why, "expected JSON");
-        /* No error buffer: yajl's verbose message quotes the input, which may hold a secret. */
-        v = yajl_tree_parse(r->answer.data, NULL, 0);
-        if (!v)
-                return bad(why, "expected JSON");
-        if (!YAJL_IS_OBJECT(v)) {
-                json_wipe(v);
-                yajl_tree_free(v);
+        if (!YAJL_IS_OBJECT(v) && !(allow_array && YAJL_IS_ARRAY(v))) {
+                json_free(v);
                 return bad(why, "expected a JSON object");
         }
         *ret = v;
@@ -628,8 +1027,9 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
                         return 0; /* no point in receiving it */
                 }
         } else if (header_value(line, n, "Retry-After", value, sizeof(value))) {
+                /* Seconds or an HTTP date; bounded when the result is made. */
                 if (parse_uint(value, 19, &u)) {
-                        u = MIN(u, (unsigned long long) (10 * USEC_PER_YEAR / USEC_PER_SEC));
+                        u = MIN(u, (unsigned long long) (API_MAX_RETRY_DELAY / USEC_PER_SEC + 1));
                         r->retry_after = now_realtime() + (usec_t) u * USEC_PER_SEC;
                 } else {
                         time_t t = curl_getdate(value, NULL);
@@ -637,6 +1037,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *userdata) 
                                 r->retry_after = (usec_t) t * USEC_PER_SEC;
                 }
         } else if (header_value(line, n, "X-RateLimit-Reset", value, sizeof(value))) {
+                /* Epoch µs; only a 429 is asked to honour it. */
                 if (parse_uint(value, 19, &u) && u < USEC_INFINITY)
                         r->rate_reset = (usec_t) u;
         }
@@ -664,17 +1065,16 @@ ApiRequest *api_request_free(ApiRequest *r) {
         if (r->easy)
                 curl_easy_cleanup(r->easy);
         slist_wipe_free(r->headers);
-        if (r->body) {
-                explicit_bzero(r->body, r->body_size);
-                free(r->body);
-        }
+        wipe_free(r->body);
         buffer_wipe(&r->answer);
         for (size_t k = 0; k < ELEMENTSOF(r->secrets); k++)
                 erase_and_free(r->secrets[k]);
         token_info_free_array(r->list, r->n_list);
+        free(r->page_keys);
         free(r->env);
         free(r->target);
         free(r->base_url);
+        free(r->owner);
         free(r);
         return NULL;
 }
@@ -698,9 +1098,14 @@ static long usec_to_msec_long(usec_t u) {
                         return -EIO;                                    \
         } while (0)
 
+static void curl_freep(char **p) {
+        curl_free(*p);
+}
+
 static int request_set_url(ApiRequest *r, const char *page_key) {
         const char *path = r->version == API_V1 ? "/api/v1/tokens" : "/api/v2/apiTokens";
-        _cleanup_free_ char *url = NULL, *escaped = NULL;
+        _cleanup_(curl_freep) char *escaped = NULL;
+        _cleanup_free_ char *url = NULL;
 
         switch (r->op) {
         case API_LOOKUP:
@@ -715,16 +1120,33 @@ static int request_set_url(ApiRequest *r, const char *page_key) {
                 url = strdup_printf("%s%s", r->base_url, path);
                 break;
         case API_LIST:
-                if (r->version == API_V1)
-                        url = strdup_printf("%s%s", r->base_url, path);
-                else if (!page_key)
-                        url = strdup_printf("%s%s?pageSize=%d", r->base_url, path, API_V2_PAGE_SIZE);
-                else {
+                if (page_key) {
+                        /* Later pages: the key alone, as the API demands. */
                         escaped = curl_easy_escape(r->easy, page_key, 0);
                         if (!escaped)
                                 return -ENOMEM;
                         url = strdup_printf("%s%s?nextPageKey=%s", r->base_url, path, escaped);
+                        break;
                 }
+                if (r->owner && r->version == API_V1)
+                        escaped = curl_easy_escape(r->easy, r->owner, 0);
+                else if (r->owner && !strpbrk(r->owner, "\"~")) {
+                        /* The selector's quoting is not documented: an owner that would need
+                         * it is not sent (the caller checks owners anyway). */
+                        _cleanup_free_ char *selector = strdup_printf("owner(\"%s\")", r->owner);
+                        if (!selector)
+                                return -ENOMEM;
+                        escaped = curl_easy_escape(r->easy, selector, 0);
+                } else {
+                        url = strdup_printf("%s%s?%s=%u", r->base_url, path,
+                                            r->version == API_V1 ? "limit" : "pageSize", r->page_size);
+                        break;
+                }
+                if (!escaped)
+                        return -ENOMEM;
+                url = strdup_printf("%s%s?%s=%u&%s=%s", r->base_url, path,
+                                    r->version == API_V1 ? "limit" : "pageSize", r->page_size,
+                                    r->version == API_V1 ? "user" : "apiTokenSelector", escaped);
                 break;
         default:
                 return -EINVAL;
@@ -742,8 +1164,17 @@ static int validate(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args) {
                 return -EINVAL;
         if (!string_is_safe_token(ep->auth_token, API_MAX_FIELD))
                 return -EINVAL;
-        if (op == API_LIST)
-                return 0;
+        if (op == API_LIST) {
+                if (!args)
+                        return 0;
+                if (args->owner && !text_is_safe(args->owner, API_MAX_OWNER))
+                        return -EINVAL;
+                if (args->page_size == 0)
+                        return 0;
+                if (ep->version == API_V1)
+                        return args->page_size <= API_V1_LIST_LIMIT ? 0 : -EINVAL;
+                return args->page_size >= 100 && args->page_size <= 10000 ? 0 : -EINVAL;
+        }
         if (!args)
                 return -EINVAL;
         switch (op) {
@@ -752,9 +1183,9 @@ static int validate(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args) {
         case API_GET:
         case API_REVOKE:
         case API_DELETE:
-                return id_is_valid(args->id) ? 0 : -EINVAL;
+                return api_id_is_valid(ep->version, args->id) ? 0 : -EINVAL;
         case API_CREATE:
-                if (!args->name || !*args->name || strlen(args->name) > API_MAX_FIELD)
+                if (!text_is_safe(args->name, API_MAX_NAME))
                         return -EINVAL;
                 if (!args->scopes || !args->scopes[0])
                         return -EINVAL;
@@ -768,6 +1199,9 @@ static int validate(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args) {
                 return -EINVAL;
         }
 }
+
+#define AUTH_PREFIX "Authorization: Api-Token "
+#define STRLEN(s) (sizeof(s) - 1)
 
 int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiRequest **ret) {
         _cleanup_(api_request_freep) ApiRequest *r = NULL;
@@ -799,6 +1233,17 @@ int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiReq
                 r->target = strdup(token_public_part(pub, sizeof(pub), args->token));
                 if (!r->secrets[1] || !r->target)
                         return -ENOMEM;
+                /* A token of the form prefix.public.secret: its v2 id is prefix.public. */
+                r->target_is_v2_id = token_is_valid(args->token) && strchr(args->token, '.') &&
+                                     api_id_is_valid(API_V2, r->target);
+        } else if (op == API_LIST) {
+                r->page_size = args && args->page_size > 0 ? args->page_size :
+                               r->version == API_V1 ? API_V1_LIST_LIMIT : API_V2_PAGE_SIZE;
+                if (args && args->owner) {
+                        r->owner = strdup(args->owner);
+                        if (!r->owner)
+                                return -ENOMEM;
+                }
         } else if (op_takes_id(op)) {
                 r->target = strdup(args->id);
                 if (!r->target)
@@ -833,10 +1278,13 @@ int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiReq
                 break;
         }
 
-        /* Headers. */
-        auth = strdup_printf("Authorization: Api-Token %s", ep->auth_token);
+        /* Headers. Not through printf: glibc's vasprintf() formats on the stack first. */
+        n = strlen(ep->auth_token);
+        auth = malloc(STRLEN(AUTH_PREFIX) + n + 1);
         if (!auth)
                 return -ENOMEM;
+        memcpy(auth, AUTH_PREFIX, STRLEN(AUTH_PREFIX));
+        memcpy(auth + STRLEN(AUTH_PREFIX), ep->auth_token, n + 1);
         if ((k = add_header(r, auth)) < 0 ||
             (k = add_header(r, "Accept: application/json")) < 0 ||
             (k = add_header(r, "Expect:")) < 0 ||
@@ -853,6 +1301,9 @@ int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiReq
         SETOPT(r->easy, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
         SETOPT(r->easy, CURLOPT_FOLLOWLOCATION, 0L);
+        /* HTTP/1.1: with HTTP/2, nghttp2 would keep the Authorization header in frame
+         * buffers it allocates itself and frees without wiping. */
+        SETOPT(r->easy, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
         /* On a reused connection that closes without an answer, libcurl quietly sends the
          * request again on a new one. For CREATE that could make a second token whose
          * secret we never see: CREATE always opens its own connection, so its outcome is
@@ -997,23 +1448,93 @@ static int finish_transport_error(ApiRequest *r, CURLcode code, ApiResult *res) 
         return set_error(r, res, "%s", curl_easy_strerror(code));
 }
 
-/* A non-2xx answer: the API's error.message if it sent one, else a hint at what came. */
+/* application/json, in any case, parameters allowed. */
+static bool answer_is_json(ApiRequest *r) {
+        char *ct = NULL;
+
+        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK || !ct)
+                return false;
+        ct += strspn(ct, " \t");
+        if (strncasecmp(ct, "application/json", STRLEN("application/json")) != 0)
+                return false;
+        ct += STRLEN("application/json");
+        ct += strspn(ct, " \t");
+        return *ct == 0 || *ct == ';';
+}
+
+static long expected_status(ApiOp op) {
+        switch (op) {
+        case API_CREATE:
+                return 201;
+        case API_REVOKE:
+        case API_DELETE:
+                return 204;
+        default:
+                return 200;
+        }
+}
+
+static bool op_has_answer(ApiOp op) {
+        return op != API_REVOKE && op != API_DELETE;
+}
+
+/* Not the documented answer: a proxy's page, another 2xx, the wrong content type. */
+static int finish_unexpected(ApiRequest *r, ApiResult *res) {
+        char ct[64];
+
+        res->class = API_TRANSIENT;
+        /* Whatever answered, the request may have reached the API. */
+        res->maybe_done = op_is_mutating(r->op);
+        return set_error(r, res, "unexpected answer HTTP %ld (%s), expected %ld%s", res->status,
+                         content_type(r, ct, sizeof(ct)), expected_status(r->op),
+                         op_has_answer(r->op) ? " with application/json" : "");
+}
+
+/* Retry-After for 429 and 503, X-RateLimit-Reset for 429 only; none in the past, none
+ * more than API_MAX_RETRY_DELAY ahead. */
+static usec_t retry_at(ApiRequest *r, long status) {
+        usec_t at = 0, now = now_realtime();
+
+        if (status == 429)
+                at = MAX(r->retry_after, r->rate_reset);
+        else if (status == 503)
+                at = r->retry_after;
+        if (at <= now)
+                return 0;
+        return MIN(at, now + API_MAX_RETRY_DELAY);
+}
+
+/* A 3xx, 4xx or 5xx answer: the API's error.message if it sent one ({"error": {...}} or
+ * [{"error": {...}}]), else a hint at what came. */
 static int finish_http_error(ApiRequest *r, ApiResult *res) {
         _cleanup_json_ yajl_val v = NULL;
-        _cleanup_free_ char *msg = NULL;
+        _cleanup_erase_ char *msg = NULL;
         long s = res->status;
-        yajl_val m;
+        yajl_val m = NULL;
         char ct[64];
         Why why;
+        int k;
 
         if (s == 429 || s == 408 || (s >= 500 && s <= 599))
                 res->class = API_TRANSIENT;
         else
                 res->class = API_PERMANENT;
         res->maybe_done = op_is_mutating(r->op) && s >= 500;
-        res->retry_at = MAX(r->retry_after, r->rate_reset);
+        res->retry_at = retry_at(r, s);
 
-        if (parse_answer(r, &v, &why) >= 0 && (m = json_get(json_get(v, "error"), "message")) && YAJL_IS_STRING(m)) {
+        if (answer_is_json(r)) {
+                k = parse_answer(r, true, &v, &why);
+                if (k == -ENOMEM)
+                        return k;
+                if (k >= 0) {
+                        yajl_val e = YAJL_IS_ARRAY(v) ? (v->u.array.len > 0 ? v->u.array.values[0] : NULL) : v;
+                        m = json_get(json_get(e, "error"), "message");
+                }
+        }
+        if (m && YAJL_IS_STRING(m)) {
+                /* Scrubbed before it is cut (a secret cut in half would no longer match)
+                 * and before it passes through printf's buffers. */
+                scrub_secrets(r, m->u.string);
                 msg = sanitize(m->u.string, strlen(m->u.string), API_MAX_MESSAGE);
                 if (!msg)
                         return -ENOMEM;
@@ -1040,73 +1561,142 @@ static int list_append(ApiRequest *r, TokenInfo *t) {
         return 0;
 }
 
-/* Parses a 2xx answer into res. -EBADMSG with why for a malformed one. */
-static int parse_success(ApiRequest *r, ApiResult *res, Why *why) {
-        _cleanup_json_ yajl_val v = NULL;
-        yajl_val a, key;
+static uint64_t hash_string(const char *s) {
+        uint64_t h = 14695981039346656037ULL; /* FNV-1a */
+
+        for (; *s; s++)
+                h = (h ^ (unsigned char) *s) * 1099511628211ULL;
+        return h;
+}
+
+/* v2: the next page, if any. A key seen before (a server sending us round in circles)
+ * or more than API_MAX_PAGES pages fail the whole list. */
+static int follow_page_key(ApiRequest *r, yajl_val v, Why *why) {
+        yajl_val key = json_get(v, "nextPageKey");
+        uint64_t h;
+        size_t n;
         int k;
 
-        if (r->op == API_REVOKE || r->op == API_DELETE)
-                return 0; /* REVOKE, DELETE: nothing to read */
+        if (!key)
+                return 0; /* absent or null: the last page */
+        if (!YAJL_IS_STRING(key))
+                return bad(why, "\"nextPageKey\" is not a string");
+        n = strlen(key->u.string);
+        if (n == 0)
+                return 0;
+        if (n > API_MAX_PAGE_KEY || !string_is_safe_token(key->u.string, API_MAX_PAGE_KEY))
+                return bad(why, "\"nextPageKey\" is too long or holds spaces or control characters");
+        if (r->pages + 1 >= API_MAX_PAGES)
+                return bad(why, "more than %u pages", API_MAX_PAGES);
+        if (!r->page_keys) {
+                r->page_keys = calloc(API_MAX_PAGES, sizeof(uint64_t));
+                if (!r->page_keys)
+                        return -ENOMEM;
+        }
+        h = hash_string(key->u.string);
+        for (unsigned i = 0; i < r->pages; i++)
+                if (r->page_keys[i] == h)
+                        return bad(why, "\"nextPageKey\" repeats the key of page %u", i + 2);
+        r->page_keys[r->pages++] = h;
+        k = request_set_url(r, key->u.string);
+        if (k < 0)
+                return k;
+        r->wants_more = true;
+        return 0;
+}
 
-        k = parse_answer(r, &v, why);
+static int parse_list(ApiRequest *r, yajl_val v, Why *why) {
+        const char *field = r->version == API_V1 ? "values" : "apiTokens";
+        yajl_val a = json_get(v, field);
+        int k;
+
+        if (!a)
+                return bad(why, "\"%s\" is missing", field);
+        if (!YAJL_IS_ARRAY(a))
+                return bad(why, "\"%s\" is not an array", field);
+        if (r->version == API_V2)
+                for (size_t i = 0; i < 2; i++) {
+                        const char *key = i == 0 ? "totalCount" : "pageSize";
+                        yajl_val n = json_get(v, key);
+                        if (n && (!YAJL_IS_INTEGER(n) || n->u.number.i < 0))
+                                return bad(why, "\"%s\" is not a count", key);
+                }
+        if (r->n_list + a->u.array.len > API_MAX_LIST_ENTRIES)
+                return bad(why, "more than %u tokens", API_MAX_LIST_ENTRIES);
+        for (size_t i = 0; i < a->u.array.len; i++) {
+                TokenInfo t = { .expires = USEC_INFINITY };
+                Why entry = {};
+
+                /* One bad entry spoils the answer: a scan must not miss a token silently. */
+                k = parse_token_info(a->u.array.values[i], r->version, false, &t, &entry);
+                if (k >= 0)
+                        k = list_append(r, &t);
+                token_info_done(&t);
+                if (k == -EBADMSG)
+                        return bad(why, "%s[%zu]: %s", field, i, entry.text);
+                if (k < 0)
+                        return k;
+        }
+        return r->version == API_V2 ? follow_page_key(r, v, why) : 0;
+}
+
+static int parse_create(ApiRequest *r, yajl_val v, ApiResult *res, Why *why) {
+        yajl_val t = json_get(v, "token");
+        int k;
+
+        if (!t)
+                return bad(why, "\"token\" is missing");
+        if (!YAJL_IS_STRING(t))
+                return bad(why, "\"token\" is not a string");
+        if (!token_is_valid(t->u.string))
+                return bad(why, "\"token\" is not a valid token");
+        /* v2 names the new token by id; v1 says only the token (an id is taken if given). */
+        k = json_id(v, r->version, r->version == API_V2, &res->info.id, why);
+        if (k < 0)
+                return k;
+        if (r->version == API_V2 && strchr(t->u.string, '.')) {
+                char pub[TOKEN_PUBLIC_MAX];
+                if (!streq(token_public_part(pub, sizeof(pub), t->u.string), res->info.id))
+                        return bad(why, "\"id\" is not the id of the token");
+        }
+        if (r->version == API_V2 && (k = json_time(v, "expirationDate", USEC_INFINITY, &res->info.expires, why)) < 0)
+                return k;
+        res->token = strdup(t->u.string);
+        return res->token ? 0 : -ENOMEM;
+}
+
+/* Parses the documented answer into res. -EBADMSG with why for a malformed one. */
+static int parse_success(ApiRequest *r, ApiResult *res, Why *why) {
+        _cleanup_json_ yajl_val v = NULL;
+        int k;
+
+        if (!op_has_answer(r->op))
+                return 0; /* REVOKE, DELETE: 204, nothing to read */
+
+        k = parse_answer(r, false, &v, why);
         if (k < 0)
                 return k;
 
         switch (r->op) {
         case API_LOOKUP:
         case API_GET:
-                return parse_token_info(v, r->version, true, &res->info, why);
-
-        case API_CREATE: {
-                yajl_val t = json_get(v, "token");
-                if (!t)
-                        return bad(why, "\"token\" is missing");
-                if (!YAJL_IS_STRING(t))
-                        return bad(why, "\"token\" is not a string");
-                if (!token_is_valid(t->u.string))
-                        return bad(why, "\"token\" is not a token of the form dt0c01.<24 chars>.<64 chars>");
-                if (r->version == API_V2 &&
-                    ((k = json_string(v, "id", false, &res->info.id, why)) < 0 ||
-                     (k = json_time(v, "expirationDate", USEC_INFINITY, &res->info.expires, why)) < 0))
-                        return k;
-                res->token = strdup(t->u.string);
-                return res->token ? 0 : -ENOMEM;
-        }
-
-        case API_LIST:
-                a = json_get(v, r->version == API_V1 ? "values" : "apiTokens");
-                if (!a)
-                        return bad(why, "\"%s\" is missing", r->version == API_V1 ? "values" : "apiTokens");
-                if (!YAJL_IS_ARRAY(a))
-                        return bad(why, "\"%s\" is not an array", r->version == API_V1 ? "values" : "apiTokens");
-                for (size_t i = 0; i < a->u.array.len; i++) {
-                        TokenInfo t = { .expires = USEC_INFINITY };
-                        k = parse_token_info(a->u.array.values[i], r->version, false, &t, why);
-                        if (k >= 0)
-                                k = list_append(r, &t);
-                        token_info_done(&t);
-                        if (k < 0)
-                                return k;
-                }
-                if (r->version == API_V1)
-                        return 0;
-                key = json_get(v, "nextPageKey");
-                if (!key)
-                        return 0;
-                if (!YAJL_IS_STRING(key))
-                        return bad(why, "\"nextPageKey\" is not a string");
-                if (!*key->u.string)
-                        return 0;
-                if (strlen(key->u.string) > 4096)
-                        return bad(why, "\"nextPageKey\" is too long");
-                if (++r->pages >= API_MAX_PAGES)
-                        return bad(why, "more than %u pages", API_MAX_PAGES);
-                k = request_set_url(r, key->u.string);
+                k = parse_token_info(v, r->version, true, &res->info, why);
                 if (k < 0)
                         return k;
-                r->wants_more = true;
+                /* The token asked for, not another one. */
+                if (r->op == API_GET &&
+                    (r->version == API_V1 ? strcasecmp(res->info.id, r->target) : strcmp(res->info.id, r->target)) != 0)
+                        return bad(why, "\"id\" is not the token asked for");
+                if (r->op == API_LOOKUP && r->version == API_V2 && r->target_is_v2_id &&
+                    !streq(res->info.id, r->target))
+                        return bad(why, "\"id\" is not the token looked up");
                 return 0;
+
+        case API_CREATE:
+                return parse_create(r, v, res, why);
+
+        case API_LIST:
+                return parse_list(r, v, why);
 
         default:
                 return 0;
@@ -1130,7 +1720,7 @@ static int finish_success(ApiRequest *r, ApiResult *res) {
                 api_result_done(res);
                 *res = (ApiResult) { .op = op, .status = status, .class = API_TRANSIENT,
                                      .info.expires = USEC_INFINITY };
-                /* A CREATE that answered 2xx most likely created a token we cannot see. */
+                /* A CREATE that answered 201 most likely created a token we cannot see. */
                 res->maybe_done = op_is_mutating(r->op);
                 return set_error(r, res, "malformed answer (HTTP %ld, %s): %s", status,
                                  content_type(r, ct, sizeof(ct)), why.text);
@@ -1141,6 +1731,12 @@ static int finish_success(ApiRequest *r, ApiResult *res) {
                         /* Fail-safe for callers that ignore api_request_wants_more(). */
                         res->class = API_TRANSIENT;
                         return set_error(r, res, "incomplete: more pages follow");
+                }
+                if (r->version == API_V1 && r->n_list >= r->page_size) {
+                        /* v1 has no pages: as many as the limit may mean more exist. */
+                        res->class = API_TRANSIENT;
+                        return set_error(r, res, "list may be incomplete: %zu tokens, as many as limit=%u allows",
+                                         r->n_list, r->page_size);
                 }
                 res->list = TAKE_PTR(r->list);
                 res->n_list = r->n_list;
@@ -1168,19 +1764,20 @@ int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
 
         if (code != CURLE_OK)
                 k = finish_transport_error(r, code, &res);
-        else if (status >= 200 && status <= 299)
+        else if (status == expected_status(r->op) && (!op_has_answer(r->op) || answer_is_json(r)))
                 k = finish_success(r, &res);
-        else if (r->op == API_DELETE && status == 404) {
+        else if (r->op == API_DELETE && status == 404 && (r->answer.size == 0 || answer_is_json(r))) {
                 res.class = API_OK; /* already gone */
                 k = 0;
-        } else
-                k = finish_http_error(r, &res);
+        } else if (status >= 300 && status <= 599 && !(r->op == API_DELETE && status == 404))
+                k = finish_http_error(r, &res); /* the API's (or a proxy's) error */
+        else
+                k = finish_unexpected(r, &res);
 
         request_reset_transfer(r);
         if (k < 0) {
                 api_result_done(&res);
                 r->wants_more = false;
-                return k;
         }
         if (!r->wants_more) {
                 /* Done (or failed): a later run of this request starts from scratch. */
@@ -1189,6 +1786,8 @@ int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
                 r->n_list = r->n_list_allocated = 0;
                 r->pages = 0;
         }
+        if (k < 0)
+                return k;
         *ret = res;
         return 0;
 }

@@ -47,6 +47,7 @@ typedef struct Fake {
         Planted mgmt;          /* management token of the current test */
         char *secrets[MAX_SECRETS];
         size_t n_secrets;
+        size_t since;          /* fake_requests() and fake_query() look at events from here */
 } Fake;
 
 /* ---- small helpers ---- */
@@ -247,9 +248,42 @@ static size_t fake_count(Fake *f, const char *name, size_t *ret_live) {
         return n;
 }
 
-/* Number of API requests (events) with this op since the last reset. */
+static yajl_val fake_events(Fake *f, yajl_val *ret_state) {
+        char path[64];
+
+        snprintf(path, sizeof(path), "/_fake/state?since=%zu", f->since);
+        *ret_state = ctl(f, "GET", path, NULL);
+        return jget(*ret_state, "events");
+}
+
+/* From now on, fake_requests() and fake_query() see only the events that follow. */
+static void fake_mark(Fake *f) {
+        yajl_val v = ctl(f, "GET", "/_fake/state?events=0", NULL);
+        f->since = (size_t) YAJL_GET_INTEGER(jget(v, "eventCount"));
+        yajl_tree_free(v);
+}
+
+/* The query string of the nth request with this op (since the mark), "" if none. */
+static const char *fake_query(Fake *f, const char *op, size_t nth) {
+        static char bufs[4][4096];
+        static unsigned k;
+        char *buf = bufs[k++ % ELEMENTSOF(bufs)];
+        yajl_val v, ev = fake_events(f, &v);
+
+        buf[0] = 0;
+        for (size_t i = 0; i < ev->u.array.len; i++)
+                if (streq_ptr(YAJL_GET_STRING(jget(ev->u.array.values[i], "op")), op) && nth-- == 0) {
+                        snprintf(buf, sizeof(bufs[0]), "%s",
+                                 strna(YAJL_GET_STRING(jget(ev->u.array.values[i], "query"))));
+                        break;
+                }
+        yajl_tree_free(v);
+        return buf;
+}
+
+/* Number of API requests (events) with this op since the mark. */
 static size_t fake_requests(Fake *f, const char *op) {
-        yajl_val v = ctl(f, "GET", "/_fake/state", NULL), ev = jget(v, "events");
+        yajl_val v, ev = fake_events(f, &v);
         size_t n = 0;
 
         for (size_t i = 0; i < ev->u.array.len; i++)
@@ -437,6 +471,7 @@ static int test_setup(void **state) {
         if (f->skip)
                 return 0;
         ctl_ok(f, "POST", "/_fake/reset", "{}");
+        f->since = 0;
         plant(f, "management", ALL_SCOPES, NULL, &f->mgmt);
         return 0;
 }
@@ -522,11 +557,15 @@ static void test_op_names(void **state) {
 }
 
 #define TOKEN_A "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX.ABCDEFGHIJKLMNOPQRSTUVWXYZ234567ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+#define TOKEN_A_ID "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX"
+/* The ids raw_run() asks for. */
+#define RAW_ID1 "0a1b2c3d-4e5f-4a6b-8c7d-0123456789ab"
+#define RAW_ID2 "dt0c01.RAWRAWRAWRAWRAWRAWRAWRAW"
 
 static void test_invalid_args(void **state) {
         ApiEndpoint ep = { .env = "prod", .url = "http://127.0.0.1:1", .version = API_V1,
                            .timeout = USEC_PER_SEC, .auth_token = TOKEN_A };
-        ApiArgs a = { .id = "abc", .token = TOKEN_A, .name = "n", .scopes = scopes_1,
+        ApiArgs a = { .id = RAW_ID1, .token = TOKEN_A, .name = "n", .scopes = scopes_1,
                       .expires_in = USEC_PER_DAY };
         ApiRequest *r = NULL;
 
@@ -554,7 +593,11 @@ static void test_invalid_args(void **state) {
         assert_int_equal(api_request_new(&ep, API_REVOKE, &a, &r), -EINVAL);
         a.id = NULL;
         assert_int_equal(api_request_new(&ep, API_GET, &a, &r), -EINVAL);
-        a.id = "abc";
+        a.id = "abc"; /* v1 ids are UUIDs */
+        assert_int_equal(api_request_new(&ep, API_DELETE, &a, &r), -EINVAL);
+        a.id = RAW_ID2; /* a v2 id is no v1 id */
+        assert_int_equal(api_request_new(&ep, API_REVOKE, &a, &r), -EINVAL);
+        a.id = RAW_ID1;
 
         a.token = NULL;
         assert_int_equal(api_request_new(&ep, API_LOOKUP, &a, &r), -EINVAL);
@@ -576,6 +619,42 @@ static void test_invalid_args(void **state) {
         assert_int_equal(api_request_new(&ep, API_CREATE, &a, &r), -EINVAL);
         a.name = "bad \xff utf-8";
         assert_int_equal(api_request_new(&ep, API_CREATE, &a, &r), -EINVAL);
+        a.name = "forged\nlog line";
+        assert_int_equal(api_request_new(&ep, API_CREATE, &a, &r), -EINVAL);
+        a.name = "n";
+
+        /* LIST: owner and page size. */
+        a.owner = "someone\r\nX-Evil: 1";
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), -EINVAL);
+        a.owner = "";
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), -EINVAL);
+        a.owner = "jane@example.com";
+        a.page_size = API_V1_LIST_LIMIT + 1;
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), -EINVAL);
+        a.page_size = 1;
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), 0);
+        r = api_request_free(r);
+        ep.version = API_V2;
+        a.page_size = 99;
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), -EINVAL);
+        a.page_size = 10001;
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), -EINVAL);
+        a.page_size = 100;
+        assert_int_equal(api_request_new(&ep, API_LIST, &a, &r), 0);
+        r = api_request_free(r);
+
+        /* v2 ids */
+        a.id = RAW_ID1; /* tokens from before 2021: permissive */
+        assert_int_equal(api_request_new(&ep, API_GET, &a, &r), 0);
+        r = api_request_free(r);
+        a.id = "dt0c01.NOPE";
+        assert_int_equal(api_request_new(&ep, API_GET, &a, &r), -EINVAL);
+        a.id = "..";
+        assert_int_equal(api_request_new(&ep, API_DELETE, &a, &r), -EINVAL);
+        a.id = "a/b";
+        assert_int_equal(api_request_new(&ep, API_DELETE, &a, &r), -EINVAL);
+        a.id = TOKEN_A;
+        assert_int_equal(api_request_new(&ep, API_DELETE, &a, &r), -EINVAL);
         assert_null(r);
 
         assert_null(api_request_free(NULL));
@@ -608,9 +687,17 @@ typedef struct Raw {
 } Raw;
 
 static void raw_handle(int fd, const char *answer, size_t len, size_t chunked) {
-        char req[16384];
+        char req[16384], *subst = NULL;
         size_t got = 0;
-        char *end;
+        char *end, *at;
+
+        /* "@PID@" in the answer becomes this connection's pid: a new answer each time. */
+        if ((at = strstr(answer, "@PID@"))) {
+                if (asprintf(&subst, "%.*s%d%s", (int) (at - answer), answer, (int) getpid(), at + 5) < 0)
+                        _exit(1);
+                answer = subst;
+                len = strlen(subst);
+        }
 
         /* Read the whole request (headers and body), so closing sends no RST. */
         for (;;) {
@@ -688,20 +775,30 @@ static void raw_stop(Raw *raw) {
         (void) waitpid(raw->pid, NULL, 0);
 }
 
-static void raw_run(const char *answer, size_t chunked, ApiVersion v, ApiOp op, ApiResult *res) {
+/* extra_secret: another secret that must not show up in the error, or NULL */
+static void raw_run_args(const char *answer, size_t chunked, ApiVersion v, ApiOp op, const ApiArgs *a,
+                         const char *extra_secret, ApiResult *res) {
         Fake f = {};
         Raw raw;
         ApiEndpoint ep = { .env = "prod", .version = v, .timeout = 10 * USEC_PER_SEC,
                            .auth_token = TOKEN_A };
-        ApiArgs a = { .id = "some-id", .token = TOKEN_A, .name = "n", .scopes = scopes_1,
-                      .expires_in = USEC_PER_DAY };
 
         raw_start(&raw, answer, chunked);
         ep.url = raw.url;
         register_secret(&f, TOKEN_A);
-        run_ep(&f, &ep, op, &a, res);
+        if (extra_secret)
+                register_secret(&f, extra_secret);
+        run_ep(&f, &ep, op, a, res);
         raw_stop(&raw);
-        free(f.secrets[0]);
+        for (size_t i = 0; i < f.n_secrets; i++)
+                free(f.secrets[i]);
+}
+
+static void raw_run(const char *answer, size_t chunked, ApiVersion v, ApiOp op, ApiResult *res) {
+        ApiArgs a = { .id = v == API_V1 ? RAW_ID1 : RAW_ID2, .token = TOKEN_A, .name = "n",
+                      .scopes = scopes_1, .expires_in = USEC_PER_DAY };
+
+        raw_run_args(answer, chunked, v, op, &a, NULL, res);
 }
 
 #define HTTP200 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
@@ -712,12 +809,12 @@ static void test_raw_answers(void **state) {
         char *deep;
 
         /* Numeric strings, doubles, nulls, unknown nested fields: all fine. */
-        raw_run(HTTP200 "{\"id\":\"u-1\",\"name\":\"n\",\"x\":{\"y\":[1,{\"z\":null}]},"
+        raw_run(HTTP200 "{\"id\":\"" RAW_ID1 "\",\"name\":\"n\",\"x\":{\"y\":[1,{\"z\":null}]},"
                         "\"created\":\"1700000000123\",\"expires\":1.7e12,\"lastUse\":null,"
                         "\"revoked\":false,\"userId\":null,\"scopes\":[\"a\",\"b\"],\"more\":[[]]}",
                 0, API_V1, API_GET, &res);
         assert_int_equal(res.class, API_OK);
-        assert_string_equal(res.info.id, "u-1");
+        assert_string_equal(res.info.id, RAW_ID1);
         assert_null(res.info.owner);
         assert_int_equal(res.info.created, 1700000000123ULL * USEC_PER_MSEC);
         assert_int_equal(res.info.expires, 1700000000000ULL * USEC_PER_MSEC);
@@ -725,18 +822,30 @@ static void test_raw_answers(void **state) {
         assert_string_equal(res.info.scopes[1], "b");
         api_result_done(&res);
 
-        /* Missing scopes: an empty list, never NULL. */
-        raw_run(HTTP200 "{\"id\":\"u-1\",\"name\":\"n\"}", 0, API_V1, API_LOOKUP, &res);
+        /* An empty scopes list: empty, never NULL; no expiry given: never. */
+        raw_run(HTTP200 "{\"id\":\"" RAW_ID1 "\",\"name\":\"n\",\"revoked\":true,\"scopes\":[]}", 0,
+                API_V1, API_LOOKUP, &res);
         assert_int_equal(res.class, API_OK);
+        assert_true(res.info.revoked);
         assert_non_null(res.info.scopes);
         assert_null(res.info.scopes[0]);
         assert_int_equal(res.info.expires, USEC_INFINITY);
         api_result_done(&res);
 
+        /* Missing scopes or revoked: not the documented shape. */
+        raw_run(HTTP200 "{\"id\":\"" RAW_ID1 "\",\"name\":\"n\",\"revoked\":false}", 0, API_V1, API_LOOKUP, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"scopes\" is missing");
+        api_result_done(&res);
+        raw_run(HTTP200 "{\"id\":\"" RAW_ID2 "\",\"name\":\"n\",\"scopes\":[]}", 0, API_V2, API_GET, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"enabled\" is missing");
+        api_result_done(&res);
+
         /* Required fields. */
         raw_run(HTTP200 "{\"name\":\"n\"}", 0, API_V2, API_GET, &res);
         assert_int_equal(res.class, API_TRANSIENT);
-        assert_contains(res.error, "prod: get some-id: malformed answer (HTTP 200, application/json): \"id\" is missing");
+        assert_contains(res.error, "prod: get " RAW_ID2 ": malformed answer (HTTP 200, application/json): \"id\" is missing");
         api_result_done(&res);
 
         /* Nested 200000 deep: refused before yajl sees it (its tree free recurses). */
@@ -783,19 +892,333 @@ static void test_raw_answers(void **state) {
                 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}",
                 0, API_V1, API_DELETE, &res);
         assert_int_equal(res.class, API_PERMANENT);
-        assert_contains(res.error, "prod: delete some-id: HTTP 400: line1 line2 xxx");
+        assert_contains(res.error, "prod: delete " RAW_ID1 ": HTTP 400: line1 line2 xxx");
         assert_contains(res.error, "...");
         assert_null(strchr(res.error, '\n'));
-        assert_true(strlen(res.error) < 320);
+        assert_true(strlen(res.error) < 350); /* the message cut at 256 bytes */
         api_result_done(&res);
 
         /* A 2xx answer to CREATE with a valid body but no token. */
         raw_run("HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n"
-                "{\"id\":\"dt0c01.X\"}", 0, API_V2, API_CREATE, &res);
+                "{\"id\":\"" RAW_ID2 "\"}", 0, API_V2, API_CREATE, &res);
         assert_int_equal(res.class, API_TRANSIENT);
         assert_true(res.maybe_done);
         assert_null(res.token);
         assert_contains(res.error, "\"token\" is missing");
+        api_result_done(&res);
+}
+
+
+/* ---- the documented answer and nothing else (raw answers) ---- */
+
+#define HEAD(status, ctype) "HTTP/1.1 " status "\r\nContent-Type: " ctype "\r\nConnection: close\r\n\r\n"
+#define HEAD_NONE(status) "HTTP/1.1 " status "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+#define V1_INFO(id) "{\"id\":\"" id "\",\"name\":\"n\",\"revoked\":false,\"scopes\":[\"a\"]"
+#define V2_INFO(id) "{\"id\":\"" id "\",\"name\":\"n\",\"enabled\":true,\"scopes\":[\"a\"]"
+
+static void assert_unexpected(ApiResult *res, long status, bool maybe_done, const char *error) {
+        assert_int_equal(res->class, API_TRANSIENT);
+        assert_int_equal(res->status, status);
+        assert_int_equal(res->maybe_done, maybe_done);
+        assert_null(res->token);
+        assert_null(res->list);
+        assert_null(res->info.id);
+        assert_string_equal(res->error, error);
+        api_result_done(res);
+}
+
+static void test_unexpected_answers(void **state) {
+        ApiResult res = {};
+
+        /* A proxy's 200 page to a revoke: not revoked, maybe done, retried. */
+        raw_run(HEAD("200 OK", "text/html; charset=utf-8") "<html>fine</html>", 0, API_V1, API_REVOKE, &res);
+        assert_unexpected(&res, 200, true, "prod: revoke " RAW_ID1 ": unexpected answer HTTP 200 (text/html), expected 204");
+        raw_run(HEAD("200 OK", "application/json") "{}", 0, API_V2, API_REVOKE, &res);
+        assert_unexpected(&res, 200, true,
+                          "prod: revoke " RAW_ID2 ": unexpected answer HTTP 200 (application/json), expected 204");
+        raw_run(HEAD("200 OK", "text/html") "<html>deleted</html>", 0, API_V2, API_DELETE, &res);
+        assert_unexpected(&res, 200, true, "prod: delete " RAW_ID2 ": unexpected answer HTTP 200 (text/html), expected 204");
+        raw_run(HEAD_NONE("202 Accepted"), 0, API_V1, API_DELETE, &res);
+        assert_unexpected(&res, 202, true,
+                          "prod: delete " RAW_ID1 ": unexpected answer HTTP 202 (no content type), expected 204");
+
+        /* DELETE 404: gone when it is the API's (empty or JSON), not when it is a page. */
+        raw_run(HEAD("404 Not Found", "text/html") "<html>no such page</html>", 0, API_V1, API_DELETE, &res);
+        assert_unexpected(&res, 404, true,
+                          "prod: delete " RAW_ID1 ": unexpected answer HTTP 404 (text/html), expected 204");
+        raw_run(HEAD_NONE("404 Not Found"), 0, API_V2, API_DELETE, &res);
+        assert_int_equal(res.class, API_OK);
+        api_result_done(&res);
+        raw_run(HEAD("404 Not Found", "application/json") "{\"error\":{\"code\":404,\"message\":\"gone\"}}", 0,
+                API_V1, API_DELETE, &res);
+        assert_int_equal(res.class, API_OK);
+        api_result_done(&res);
+
+        /* CREATE is 201: a 200 with a perfectly good token is not taken. */
+        raw_run(HEAD("200 OK", "application/json") "{\"token\":\"" TOKEN_A "\"}", 0, API_V1, API_CREATE, &res);
+        assert_unexpected(&res, 200, true,
+                          "prod: create: unexpected answer HTTP 200 (application/json), expected 201 with application/json");
+        raw_run(HEAD("201 Created", "text/plain") "{\"token\":\"" TOKEN_A "\"}", 0, API_V1, API_CREATE, &res);
+        assert_unexpected(&res, 201, true,
+                          "prod: create: unexpected answer HTTP 201 (text/plain), expected 201 with application/json");
+
+        /* LOOKUP, GET, LIST: 200 and JSON. */
+        raw_run(HEAD("200 OK", "text/plain") V1_INFO(RAW_ID1) "}", 0, API_V1, API_GET, &res);
+        assert_unexpected(&res, 200, false,
+                          "prod: get " RAW_ID1 ": unexpected answer HTTP 200 (text/plain), expected 200 with application/json");
+        raw_run(HEAD("200 OK", "application/jsonp") V1_INFO(RAW_ID1) "}", 0, API_V1, API_GET, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        api_result_done(&res);
+        raw_run(HEAD("203 Non-Authoritative Information", "application/json") V2_INFO(TOKEN_A_ID) "}", 0, API_V2,
+                API_LOOKUP, &res);
+        assert_unexpected(&res, 203, false,
+                          "prod: lookup " TOKEN_A_ID ": unexpected answer HTTP 203 (application/json), expected 200 "
+                          "with application/json");
+        raw_run("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"values\":[]}", 0, API_V1, API_LIST, &res);
+        assert_unexpected(&res, 200, false,
+                          "prod: list: unexpected answer HTTP 200 (no content type), expected 200 with application/json");
+
+        /* The content type in any case, with parameters. */
+        raw_run(HEAD("200 OK", "Application/JSON ; charset=UTF-8") V1_INFO(RAW_ID1) "}", 0, API_V1, API_GET, &res);
+        assert_int_equal(res.class, API_OK);
+        api_result_done(&res);
+}
+
+static void test_error_bodies(void **state) {
+        ApiResult res = {};
+
+        /* {"error":...} and [{"error":...}] */
+        raw_run(HEAD("400 Bad Request", "application/json") "[{\"error\":{\"code\":400,\"message\":\"Array form\"}}]", 0,
+                API_V2, API_CREATE, &res);
+        assert_int_equal(res.class, API_PERMANENT);
+        assert_string_equal(res.error, "prod: create: HTTP 400: Array form");
+        api_result_done(&res);
+        raw_run(HEAD("403 Forbidden", "application/json; charset=utf-8")
+                "{\"error\":{\"code\":403,\"message\":\"Object form\"}}", 0, API_V1, API_LIST, &res);
+        assert_int_equal(res.class, API_PERMANENT);
+        assert_string_equal(res.error, "prod: list: HTTP 403: Object form");
+        api_result_done(&res);
+        raw_run(HEAD("404 Not Found", "application/json") "[]", 0, API_V2, API_GET, &res);
+        assert_int_equal(res.class, API_PERMANENT);
+        assert_string_equal(res.error, "prod: get " RAW_ID2 ": HTTP 404 (application/json answer)");
+        api_result_done(&res);
+        /* A message from a page that is not JSON is not quoted. */
+        raw_run(HEAD("401 Unauthorized", "text/html") "{\"error\":{\"message\":\"pretend\"}}", 0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_PERMANENT);
+        assert_string_equal(res.error, "prod: list: HTTP 401 (text/html answer)");
+        api_result_done(&res);
+}
+
+#define HTTP201 HEAD("201 Created", "application/json")
+/* A token in the format from before 2021: one alphanumeric string without dots. */
+#define LEGACY "Ab3dE5gH7jK9mN1pQ3sT5"
+
+static void test_create_answers(void **state) {
+        ApiResult res = {};
+
+        raw_run(HTTP201 "{\"id\":\"" TOKEN_A_ID "\",\"token\":\"" TOKEN_A "\",\"expirationDate\":\"2030-01-01T00:00:00Z\"}",
+                0, API_V2, API_CREATE, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_string_equal(res.token, TOKEN_A);
+        assert_string_equal(res.info.id, TOKEN_A_ID);
+        assert_int_equal(res.info.expires, 1893456000ULL * USEC_PER_SEC);
+        api_result_done(&res);
+
+        /* v2: the id must be there, valid, and the token's. */
+        raw_run(HTTP201 "{\"token\":\"" TOKEN_A "\"}", 0, API_V2, API_CREATE, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_true(res.maybe_done);
+        assert_contains(res.error, "malformed answer (HTTP 201, application/json): \"id\" is missing");
+        assert_null(res.token);
+        api_result_done(&res);
+        raw_run(HTTP201 "{\"id\":\"" RAW_ID2 "\",\"token\":\"" TOKEN_A "\"}", 0, API_V2, API_CREATE, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"id\" is not the id of the token");
+        assert_null(res.token);
+        assert_null(res.info.id);
+        api_result_done(&res);
+        raw_run(HTTP201 "{\"id\":\"../../x\",\"token\":\"" TOKEN_A "\"}", 0, API_V2, API_CREATE, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"id\" is not a valid v2 token id");
+        api_result_done(&res);
+
+        /* v1: the token; an id only if valid. */
+        raw_run(HTTP201 "{\"token\":\"dt0c01.SHORT.X\"}", 0, API_V1, API_CREATE, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"token\" is not a valid token");
+        api_result_done(&res);
+        raw_run(HTTP201 "{\"token\":\"" TOKEN_A "\",\"id\":\"x\"}", 0, API_V1, API_CREATE, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_contains(res.error, "\"id\" is not a valid v1 token id");
+        api_result_done(&res);
+
+        /* A token from before 2021, accepted as soon as util's token_is_valid() knows the
+         * format; never quoted in an error either way. */
+        raw_run_args(HTTP201 "{\"token\":\"" LEGACY "\"}", 0, API_V1, API_CREATE,
+                     &(ApiArgs) { .name = "n", .scopes = scopes_1, .expires_in = USEC_PER_DAY }, LEGACY, &res);
+        if (token_is_valid(LEGACY)) {
+                assert_int_equal(res.class, API_OK);
+                assert_string_equal(res.token, LEGACY);
+        } else {
+                print_message("util does not accept tokens from before 2021 (yet): checking the refusal\n");
+                assert_int_equal(res.class, API_TRANSIENT);
+                assert_contains(res.error, "\"token\" is not a valid token");
+        }
+        api_result_done(&res);
+        raw_run_args(HTTP201 "{\"id\":\"" RAW_ID1 "\",\"token\":\"" LEGACY "\"}", 0, API_V2, API_CREATE,
+                     &(ApiArgs) { .name = "n", .scopes = scopes_1, .expires_in = USEC_PER_DAY }, LEGACY, &res);
+        if (token_is_valid(LEGACY)) {
+                assert_int_equal(res.class, API_OK);
+                assert_string_equal(res.info.id, RAW_ID1);
+        } else
+                assert_int_equal(res.class, API_TRANSIENT);
+        api_result_done(&res);
+}
+
+static void test_answers_validated(void **state) {
+        static const struct {
+                const char *answer;
+                ApiVersion v;
+                ApiOp op;
+                const char *why;   /* NULL: fine */
+        } cases[] = {
+                /* The token asked for and no other. */
+                { V1_INFO("0a1b2c3d-4e5f-4a6b-8c7d-0123456789ac") "}", API_V1, API_GET, "\"id\" is not the token asked for" },
+                { V1_INFO("0A1B2C3D-4E5F-4A6B-8C7D-0123456789AB") "}", API_V1, API_GET, NULL },
+                { V2_INFO("dt0c01.RAWRAWRAWRAWRAWRAWRAWRAX") "}", API_V2, API_GET, "\"id\" is not the token asked for" },
+                { V2_INFO(RAW_ID2) "}", API_V2, API_LOOKUP, "\"id\" is not the token looked up" },
+                { V2_INFO(TOKEN_A_ID) "}", API_V2, API_LOOKUP, NULL },
+                { V1_INFO("../../../api/v1/tokens") "}", API_V1, API_LOOKUP, "\"id\" is not a valid v1 token id" },
+                { V2_INFO(TOKEN_A) "}", API_V2, API_LOOKUP, "\"id\" is not a valid v2 token id" },
+                /* Names and owners: no control characters, UTF-8, bounded. */
+                { "{\"id\":\"" RAW_ID1 "\",\"name\":\"forged\\nlog line\",\"revoked\":false,\"scopes\":[]}", API_V1,
+                  API_GET, "\"name\" is not valid" },
+                { "{\"id\":\"" RAW_ID1 "\",\"name\":\"c1 \\u0085 control\",\"revoked\":false,\"scopes\":[]}", API_V1,
+                  API_GET, "\"name\" is not valid" },
+                { "{\"id\":\"" RAW_ID1 "\",\"name\":\"\",\"revoked\":false,\"scopes\":[]}", API_V1, API_GET,
+                  "\"name\" is not valid" },
+                { "{\"id\":\"" RAW_ID1 "\",\"name\":\"caf\\u00e9 \\u2603\",\"revoked\":false,\"scopes\":[]}", API_V1,
+                  API_GET, NULL },
+                { V2_INFO(RAW_ID2) ",\"owner\":\"\\u001b[31mroot\"}", API_V2, API_GET, "\"owner\" is not valid" },
+                { V1_INFO(RAW_ID1) ",\"userId\":\"nul\\u0000cut\"}", API_V1, API_GET, "expected JSON" },
+                { "{\"id\":\"" RAW_ID1 "\",\"name\":\"n\",\"revoked\":false,\"scopes\":[\"a b\"]}", API_V1, API_GET,
+                  "\"scopes\" holds something that is not a scope" },
+                /* Lists: one bad entry spoils the answer. */
+                { "{\"values\":[{\"id\":\"" RAW_ID1 "\",\"name\":\"a\"},{\"id\":\"not-a-uuid\",\"name\":\"b\"}]}",
+                  API_V1, API_LIST, "values[1]: \"id\" is not a valid v1 token id" },
+                { "{\"apiTokens\":[{\"name\":\"a\"}]}", API_V2, API_LIST, "apiTokens[0]: \"id\" is missing" },
+                { "{\"apiTokens\":[{\"id\":\"" RAW_ID2 "\",\"name\":\"a\\rb\"}]}", API_V2, API_LIST,
+                  "apiTokens[0]: \"name\" is not valid" },
+                { "{\"totalCount\":\"many\",\"apiTokens\":[]}", API_V2, API_LIST, "\"totalCount\" is not a count" },
+                { "{\"apiTokens\":[],\"nextPageKey\":\"a key\"}", API_V2, API_LIST, "\"nextPageKey\" is too long or holds" },
+                { "{\"values\":{}}", API_V1, API_LIST, "\"values\" is not an array" },
+                /* Timestamps: no wrapping. */
+                { V1_INFO(RAW_ID1) ",\"created\":-1}", API_V1, API_GET, "\"created\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"created\":18446744073709552}", API_V1, API_GET, "\"created\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"expires\":\"999999999999999999\"}", API_V1, API_GET, "\"expires\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"expires\":\"99999999999999999999999\"}", API_V1, API_GET, "\"expires\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"lastUse\":99999999999999999999}", API_V1, API_GET, "\"lastUse\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"lastUse\":1e300}", API_V1, API_GET, "\"lastUse\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"lastUse\":1e400}", API_V1, API_GET, "\"lastUse\" is out of range" },
+                { V2_INFO(RAW_ID2) ",\"creationDate\":-1e3}", API_V2, API_GET, "\"creationDate\" is out of range" },
+                { V1_INFO(RAW_ID1) ",\"created\":18446744073709551}", API_V1, API_GET, NULL },
+        };
+        ApiResult res = {};
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *answer = strdup_printf(HEAD("200 OK", "application/json") "%s", cases[i].answer);
+
+                raw_run(answer, 0, cases[i].v, cases[i].op, &res);
+                if (!cases[i].why) {
+                        if (res.class != API_OK)
+                                print_error("case %zu: %s\n", i, strna(res.error));
+                        assert_int_equal(res.class, API_OK);
+                } else {
+                        if (res.class != API_TRANSIENT)
+                                print_error("case %zu: accepted\n", i);
+                        assert_int_equal(res.class, API_TRANSIENT);
+                        assert_contains(res.error, "malformed answer (HTTP 200, application/json): ");
+                        assert_contains(res.error, cases[i].why);
+                        assert_null(res.info.id);
+                        assert_null(res.list);
+                        /* Never quoted: what the server sent stays out of the message. */
+                        assert_null(strstr(res.error, "forged"));
+                        assert_null(strstr(res.error, "root"));
+                }
+                if (i == ELEMENTSOF(cases) - 1)
+                        assert_int_equal(res.info.created, 18446744073709551ULL * USEC_PER_MSEC);
+                api_result_done(&res);
+        }
+}
+
+static void test_v2_page_loops(void **state) {
+        ApiResult res = {};
+        usec_t start;
+
+        /* A server that sends the same key again. */
+        raw_run(HTTP200 "{\"apiTokens\":[" V2_INFO(RAW_ID2) "}],\"nextPageKey\":\"SAME\"}", 0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_null(res.list);
+        assert_string_equal(res.error,
+                            "prod: list: malformed answer (HTTP 200, application/json): \"nextPageKey\" repeats the key of page 2");
+        api_result_done(&res);
+
+        /* ... and one with a new key every time: bounded. */
+        start = now_mono();
+        raw_run(HTTP200 "{\"apiTokens\":[],\"nextPageKey\":\"page-@PID@\"}", 0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_null(res.list);
+        assert_contains(res.error, "more than 1000 pages");
+        assert_true(now_mono() - start < 60 * USEC_PER_SEC);
+        api_result_done(&res);
+
+        /* null and absent keys end the list. */
+        raw_run(HTTP200 "{\"apiTokens\":[" V2_INFO(RAW_ID2) ",\"owner\":\"o@example.com\",\"creationDate\":"
+                "\"2024-01-02T03:04:05Z\"}],\"nextPageKey\":null,\"totalCount\":1,\"pageSize\":1000}",
+                0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_int_equal(res.n_list, 1);
+        assert_string_equal(res.list[0].owner, "o@example.com");
+        assert_int_equal(res.list[0].created, 1704164645ULL * USEC_PER_SEC);
+        api_result_done(&res);
+}
+
+static void test_retry_headers(void **state) {
+        ApiResult res = {};
+        char answer[512];
+        usec_t now = now_realtime();
+
+        /* 503: Retry-After counts, X-RateLimit-Reset (for 429 only) does not. */
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 30\r\nX-RateLimit-Reset: %llu\r\n"
+                 "Content-Length: 0\r\nConnection: close\r\n\r\n", (unsigned long long) (now + 600 * USEC_PER_SEC));
+        raw_run(answer, 0, API_V1, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_near(res.retry_at, now + 30 * USEC_PER_SEC, 5 * USEC_PER_SEC);
+        api_result_done(&res);
+
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 503 Service Unavailable\r\nX-RateLimit-Reset: %llu\r\n"
+                 "Content-Length: 0\r\nConnection: close\r\n\r\n", (unsigned long long) (now + 600 * USEC_PER_SEC));
+        raw_run(answer, 0, API_V1, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_int_equal(res.retry_at, 0);
+        api_result_done(&res);
+
+        /* Neither on a 500. */
+        raw_run("HTTP/1.1 500 Internal Server Error\r\nRetry-After: 30\r\nContent-Length: 0\r\n"
+                "Connection: close\r\n\r\n", 0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_int_equal(res.retry_at, 0);
+        api_result_done(&res);
+
+        /* 429: X-RateLimit-Reset a day ahead is honoured for an hour at most. */
+        snprintf(answer, sizeof(answer),
+                 "HTTP/1.1 429 Too Many Requests\r\nX-RateLimit-Reset: %llu\r\n"
+                 "Content-Length: 0\r\nConnection: close\r\n\r\n", (unsigned long long) (now + USEC_PER_DAY));
+        raw_run(answer, 0, API_V2, API_LIST, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_near(res.retry_at, now + USEC_PER_HOUR, 5 * USEC_PER_SEC);
         api_result_done(&res);
 }
 
@@ -866,7 +1289,7 @@ static void test_v1_create(void **state) {
             &(ApiArgs) { .name = "new \"quoted\" \\ name", .scopes = scopes_2, .expires_in = 3 * USEC_PER_HOUR },
             &res);
         assert_int_equal(res.class, API_OK);
-        assert_int_equal(res.status, 200);
+        assert_int_equal(res.status, 201);
         assert_true(token_is_valid(res.token));
         assert_null(res.info.id); /* v1 says only the token */
         register_secret(f, res.token);
@@ -968,6 +1391,45 @@ static void test_v1_list(void **state) {
         api_result_done(&res);
 }
 
+
+/* v1 has no pages: the documented maximum, the owner filter, and a full answer is not a list. */
+static void test_v1_list_limit(void **state) {
+        Fake *f = *state;
+        ApiResult res = {};
+        Planted a, b;
+        NEED_FAKE(f);
+
+        plant(f, "a", "[]", NULL, &a);
+        plant(f, "b", "[]", NULL, &b);
+        run(f, API_V1, API_LIST, NULL, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_string_equal(fake_query(f, "list", 0), "limit=1000000");
+        api_result_done(&res);
+
+        fake_mark(f);
+        run(f, API_V1, API_LIST, &(ApiArgs) { .owner = "fake-user@example.com" }, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_int_equal(res.n_list, 3);
+        assert_string_equal(fake_query(f, "list", 0), "limit=1000000&user=fake-user%40example.com");
+        api_result_done(&res);
+
+        /* As many tokens as the limit: maybe more. */
+        run(f, API_V1, API_LIST, &(ApiArgs) { .page_size = 3 }, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_false(res.maybe_done);
+        assert_null(res.list);
+        assert_int_equal(res.n_list, 0);
+        assert_string_equal(res.error, "prod: list: list may be incomplete: 3 tokens, as many as limit=3 allows");
+        api_result_done(&res);
+
+        fake_mark(f);
+        run(f, API_V1, API_LIST, &(ApiArgs) { .page_size = 4 }, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_int_equal(res.n_list, 3);
+        assert_string_equal(fake_query(f, "list", 0), "limit=4");
+        api_result_done(&res);
+}
+
 /* ---- v2 ---- */
 
 static void test_v2_lookup_get(void **state) {
@@ -996,10 +1458,10 @@ static void test_v2_lookup_get(void **state) {
         assert_near(res.info.last_use, now_realtime(), 60 * USEC_PER_SEC);
         api_result_done(&res);
 
-        run(f, API_V2, API_GET, &(ApiArgs) { .id = "dt0c01.NOPE" }, &res);
+        run(f, API_V2, API_GET, &(ApiArgs) { .id = RAW_ID2 }, &res);
         assert_int_equal(res.class, API_PERMANENT);
         assert_int_equal(res.status, 404);
-        assert_contains(res.error, "prod: get dt0c01.NOPE: HTTP 404: Token dt0c01.NOPE not found");
+        assert_contains(res.error, "prod: get " RAW_ID2 ": HTTP 404");
         api_result_done(&res);
 }
 
@@ -1049,7 +1511,7 @@ static void test_v2_list_paging(void **state) {
         Planted p;
         NEED_FAKE(f);
 
-        /* 1050 + the management token: pages of 500, 500 and 51. */
+        /* 1050 + the management token: pages of 1000 and 51. */
         for (int i = 0; i < 1050; i++) {
                 char name[32];
                 snprintf(name, sizeof(name), "bulk-%d", i);
@@ -1065,7 +1527,29 @@ static void test_v2_list_paging(void **state) {
         /* v2 list entries carry more than id and name. */
         assert_false(res.list[0].revoked);
         assert_true(res.list[0].created > 0);
-        assert_int_equal(fake_requests(f, "list"), 3);
+        assert_int_equal(fake_requests(f, "list"), 2);
+        assert_string_equal(fake_query(f, "list", 0), "pageSize=1000");
+        assert_true(strncmp(fake_query(f, "list", 1), "nextPageKey=", 12) == 0);
+        /* The key alone, URL-encoded (the fake's keys hold '+', '/' and '='). */
+        assert_null(strchr(fake_query(f, "list", 1), '&'));
+        api_result_done(&res);
+
+        /* Smaller pages, for the owner's tokens: the selector on the first page only. */
+        fake_mark(f);
+        run(f, API_V2, API_LIST, &(ApiArgs) { .page_size = 100, .owner = "fake-user@example.com" }, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_int_equal(res.n_list, 1051);
+        for (size_t i = 0; i < res.n_list; i++) {
+                assert_true(api_id_is_valid(API_V2, res.list[i].id));
+                assert_string_equal(res.list[i].owner, "fake-user@example.com");
+        }
+        assert_int_equal(fake_requests(f, "list"), 11);
+        assert_string_equal(fake_query(f, "list", 0),
+                            "pageSize=100&apiTokenSelector=owner%28%22fake-user%40example.com%22%29");
+        for (size_t i = 1; i < 11; i++) {
+                assert_true(strncmp(fake_query(f, "list", i), "nextPageKey=", 12) == 0);
+                assert_null(strchr(fake_query(f, "list", i), '&'));
+        }
         api_result_done(&res);
         (void) fake_count(f, "x", &live);
         assert_int_equal(live, 1051);
@@ -1220,10 +1704,25 @@ static void test_429(void **state) {
         assert_near(res.retry_at, now + 60 * USEC_PER_SEC, 5 * USEC_PER_SEC);
         api_result_done(&res);
 
-        /* Retry-After as an HTTP date */
+        /* Retry-After as an HTTP date: honoured up to an hour ahead */
         fault(f, "{\"op\":\"any\",\"kind\":\"429\",\"retryAfter\":\"Wed, 21 Oct 2037 07:28:00 GMT\"}");
+        now = now_realtime();
         run(f, API_V1, API_LIST, NULL, &res);
-        assert_int_equal(res.retry_at, 2139722880ULL * USEC_PER_SEC);
+        assert_near(res.retry_at, now + USEC_PER_HOUR, 5 * USEC_PER_SEC);
+        api_result_done(&res);
+
+        /* Seconds beyond the hour: the same */
+        fault(f, "{\"op\":\"any\",\"kind\":\"429\",\"retryAfter\":999999999}");
+        now = now_realtime();
+        run(f, API_V2, API_GET, &(ApiArgs) { .id = f->mgmt.pub }, &res);
+        assert_near(res.retry_at, now + USEC_PER_HOUR, 5 * USEC_PER_SEC);
+        api_result_done(&res);
+
+        /* A date in the past: retry as usual */
+        fault(f, "{\"op\":\"any\",\"kind\":\"429\",\"retryAfter\":\"Wed, 21 Oct 2015 07:28:00 GMT\"}");
+        run(f, API_V1, API_LIST, NULL, &res);
+        assert_int_equal(res.class, API_TRANSIENT);
+        assert_int_equal(res.retry_at, 0);
         api_result_done(&res);
 
         /* Rubbish in Retry-After: no retry_at, still transient */
@@ -1237,7 +1736,7 @@ static void test_429(void **state) {
 static void test_malformed(void **state) {
         Fake *f = *state;
         static const char *kinds[] = { "html", "truncated", "notjson", "wrongtypes", "huge", "empty" };
-        static const ApiOp ops[] = { API_CREATE, API_LOOKUP, API_GET, API_LIST };
+        static const ApiOp ops[] = { API_CREATE, API_LOOKUP, API_GET, API_LIST, API_REVOKE, API_DELETE };
         struct rusage before, after;
         NEED_FAKE(f);
 
@@ -1245,30 +1744,57 @@ static void test_malformed(void **state) {
         for (ApiVersion v = API_V1; v <= API_V2; v++)
                 for (size_t k = 0; k < ELEMENTSOF(kinds); k++)
                         for (size_t o = 0; o < ELEMENTSOF(ops); o++) {
+                                ApiOp op = ops[o];
+                                bool mutating = op == API_CREATE || op == API_REVOKE || op == API_DELETE;
                                 ApiArgs a = { .name = "x", .scopes = scopes_2, .expires_in = USEC_PER_DAY,
                                               .token = f->mgmt.token,
                                               .id = v == API_V1 ? f->mgmt.id : f->mgmt.pub };
                                 ApiResult res = {};
-                                char json[128], want[64];
+                                char json[128], want[128];
+                                Planted victim;
 
+                                if (op == API_REVOKE || op == API_DELETE) {
+                                        /* Faults after the work really revoke or delete. */
+                                        plant(f, "victim", "[]", NULL, &victim);
+                                        a.id = v == API_V1 ? victim.id : victim.pub;
+                                }
                                 snprintf(json, sizeof(json), "{\"op\":\"any\",\"kind\":\"%s\"}", kinds[k]);
                                 fault(f, json);
-                                run(f, v, ops[o], &a, &res);
+                                run(f, v, op, &a, &res);
                                 if (res.class != API_TRANSIENT)
-                                        print_error("v%d %s %s: %s\n", v + 1, kinds[k], api_op_to_string(ops[o]),
+                                        print_error("v%d %s %s: %s\n", v + 1, kinds[k], api_op_to_string(op),
                                                     strna(res.error));
                                 assert_int_equal(res.class, API_TRANSIENT);
                                 assert_true(res.status == 200 || res.status == 201);
-                                assert_int_equal(res.maybe_done, ops[o] == API_CREATE);
-                                snprintf(want, sizeof(want), "prod: %s", api_op_to_string(ops[o]));
+                                /* Whatever answered, a change may have been made. */
+                                assert_int_equal(res.maybe_done, mutating);
+                                snprintf(want, sizeof(want), "prod: %s", api_op_to_string(op));
                                 assert_contains(res.error, want);
                                 if (streq(kinds[k], "huge"))
                                         assert_contains(res.error, "answer too large");
-                                else
+                                else if (streq(kinds[k], "truncated"))
                                         assert_contains(res.error, "malformed answer (HTTP 20");
-                                if (streq(kinds[k], "html"))
-                                        assert_contains(res.error, "(HTTP 200, text/html): expected JSON");
-                                if (streq(kinds[k], "empty"))
+                                else if (streq(kinds[k], "html")) {
+                                        /* A proxy's page is never success, whatever the status. */
+                                        if (op == API_REVOKE || op == API_DELETE)
+                                                assert_contains(res.error,
+                                                                ": unexpected answer HTTP 200 (text/html), expected 204");
+                                        else {
+                                                snprintf(want, sizeof(want),
+                                                         ": unexpected answer HTTP 200 (text/html), expected %d with "
+                                                         "application/json", op == API_CREATE ? 201 : 200);
+                                                assert_contains(res.error, want);
+                                        }
+                                } else if (op == API_CREATE)
+                                        /* JSON, but 200 where CREATE answers 201 */
+                                        assert_contains(res.error,
+                                                        ": unexpected answer HTTP 200 (application/json), expected 201");
+                                else if (op == API_REVOKE || op == API_DELETE)
+                                        assert_contains(res.error,
+                                                        ": unexpected answer HTTP 200 (application/json), expected 204");
+                                else
+                                        assert_contains(res.error, "malformed answer (HTTP 200, application/json): ");
+                                if (streq(kinds[k], "empty") && !mutating)
                                         assert_contains(res.error, "empty answer");
                                 assert_null(res.token);
                                 assert_null(res.list);
@@ -1360,6 +1886,22 @@ static void test_secret_never_in_errors(void **state) {
         assert_contains(res.error, p.pub);
         assert_contains(res.error, "****");
         api_result_done(&res);
+
+        /* ... where the message is cut in the middle of the secret: no part of it left. */
+        {
+                char pad[201], head[17];
+                memset(pad, 'x', sizeof(pad) - 1);
+                pad[sizeof(pad) - 1] = 0;
+                snprintf(json, sizeof(json), "{\"op\":\"any\",\"kind\":\"error\",\"status\":400,"
+                         "\"message\":\"%s %s\"}", pad, p.token);
+                fault(f, json);
+                run(f, API_V2, API_LOOKUP, &(ApiArgs) { .token = p.token }, &res);
+                assert_int_equal(res.class, API_PERMANENT);
+                snprintf(head, sizeof(head), "%s", strrchr(p.token, '.') + 1);
+                assert_contains(res.error, "...");
+                assert_null(strstr(res.error, head));
+                api_result_done(&res);
+        }
 }
 
 /* Several API requests at once through CurlGlue, a v2 list with pages among them, and
@@ -1544,12 +2086,19 @@ int main(void) {
                 cmocka_unit_test(test_invalid_args),
                 cmocka_unit_test(test_connection_refused),
                 cmocka_unit_test(test_raw_answers),
+                cmocka_unit_test(test_unexpected_answers),
+                cmocka_unit_test(test_error_bodies),
+                cmocka_unit_test(test_create_answers),
+                cmocka_unit_test(test_answers_validated),
+                cmocka_unit_test(test_v2_page_loops),
+                cmocka_unit_test(test_retry_headers),
         };
         const struct CMUnitTest fake_ms[] = {
                 T(test_v1_lookup_get),
                 T(test_v1_create),
                 T(test_v1_revoke_delete),
                 T(test_v1_list),
+                T(test_v1_list_limit),
                 T(test_v2_lookup_get),
                 T(test_v2_create),
                 T(test_v2_revoke_delete),
@@ -1572,11 +2121,15 @@ int main(void) {
         int r = 0;
 
         signal(SIGPIPE, SIG_IGN);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+        /* As dtrotated does: libcurl's memory is wiped before it is freed. */
+        if (api_global_init() < 0) {
+                fprintf(stderr, "api_global_init() failed\n");
+                return 1;
+        }
         r |= cmocka_run_group_tests_name("offline", offline, NULL, NULL);
         r |= cmocka_run_group_tests_name("fake API, epoch ms", fake_ms, group_setup_ms, group_teardown);
         r |= cmocka_run_group_tests_name("fake API, ISO 8601", fake_iso, group_setup_iso, group_teardown);
         r |= cmocka_run_group_tests_name("fake API, HTTPS", fake_tls, group_setup_tls, group_teardown);
-        curl_global_cleanup();
+        api_global_cleanup();
         return r ? 1 : 0;
 }

@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "dtrotated-api.h"
 #include "dtrotated-curl.h"
 
 typedef struct Server {
@@ -468,8 +469,12 @@ int main(void) {
         };
 
         signal(SIGPIPE, SIG_IGN);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+        /* As dtrotated does: the glue must work with the allocators that wipe. */
+        if (api_global_init() < 0) {
+                fprintf(stderr, "api_global_init() failed\n");
+                return 1;
+        }
         int r = cmocka_run_group_tests(tests, NULL, NULL);
-        curl_global_cleanup();
+        api_global_cleanup();
         return r;
 }
