@@ -751,14 +751,18 @@ static void job_check_lifetime(Job *j) {
         char d1[FORMAT_DURATION_MAX], d2[FORMAT_DURATION_MAX], d3[FORMAT_DURATION_MAX];
         usec_t life;
 
-        if (j->cap_reported || j->cur_expires == USEC_INFINITY || c->expires_in == USEC_INFINITY)
+        if (j->cap_reported || j->cur_expires == USEC_INFINITY)
                 return;
         life = j->cur_expires > j->cur_created ? j->cur_expires - j->cur_created : 0;
-        if (usec_add(life, USEC_PER_MINUTE) >= c->expires_in)
+        /* Some slack for the API's rounding and the request's time on the wire. */
+        if (c->renew_before < life && (c->expires_in == USEC_INFINITY || life >= c->expires_in / 20 * 19))
                 return;
         j->cap_reported = true;
         format_duration(d1, sizeof(d1), life);
-        format_duration(d2, sizeof(d2), c->expires_in);
+        if (c->expires_in == USEC_INFINITY)
+                snprintf(d2, sizeof(d2), "no expiry");
+        else
+                format_duration(d2, sizeof(d2), c->expires_in);
         format_duration(d3, sizeof(d3), c->renew_before);
         if (c->renew_before >= life)
                 log_job(LOG_CRIT, j->name, MSGID_EXPIRY, NULL, j->cur_id, 0,

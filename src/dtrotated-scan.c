@@ -137,7 +137,6 @@ static void scan_schedule(Scan *s, usec_t when, bool retry) {
         if (!manager_may_run_at(m, when, retry)) {
                 if (s->timer)
                         (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
-                manager_check_once_done(m);
                 return;
         }
         if (manager_arm(m, &s->timer, when, on_scan_timer, s) < 0)

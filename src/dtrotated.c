@@ -168,7 +168,13 @@ int main(int argc, char **argv) {
 
         log_setup(a.to_stderr);
         log_set_max_level(a.debug ? LOG_DEBUG : LOG_INFO);
-        curl_global_init(CURL_GLOBAL_DEFAULT);
+        /* Before any other libcurl call: its allocations then go through allocators that
+         * wipe what they free (request headers hold the management token). */
+        r = api_global_init();
+        if (r < 0) {
+                log_error_errno(r, "Cannot initialise libcurl: %m");
+                return EXIT_RUNTIME;
+        }
 
         r = config_load(a.config, &config, log_problem, NULL);
         if (r < 0) {
@@ -183,6 +189,6 @@ int main(int argc, char **argv) {
         }
         r = manager_run(m);
         m = manager_free(m);
-        curl_global_cleanup();
+        api_global_cleanup();
         return r;
 }
