@@ -1525,6 +1525,10 @@ static void check_token_path(Ctx *ctx, const char *source, int line, const char 
                 } else if (!S_ISREG(st.st_mode))
                         report_line(ctx, LOG_ERR, source, line, "%s: '%s' is not a regular "
                                     "file (%s)", key, path, file_type_name(st.st_mode));
+                else if (!follow && st.st_nlink > 1)
+                        report_line(ctx, LOG_ERR, source, line, "%s: '%s' has %lu hard links: "
+                                    "its other names would keep the old token after a rotation",
+                                    key, path, (unsigned long) st.st_nlink);
                 return;
         }
         if (errno != ENOENT) {

@@ -345,7 +345,7 @@ static void job_fail_result(Job *j, const ApiResult *res) {
 static void job_fail_stage(Job *j, int error, const char *why) {
         _cleanup_free_ char *dir = dirname_malloc(j->config->file);
         bool writable = IN_SET(-error, EROFS, EACCES, ENOENT, ENOTDIR);
-        bool operator = writable || IN_SET(-error, EPERM, ELOOP, EISDIR, EBADMSG);
+        bool operator = writable || IN_SET(-error, EPERM, ELOOP, EISDIR, EBADMSG, EMLINK);
         char buf[1024];
 
         if (why)

@@ -81,7 +81,8 @@ struct Env {
  *  phase      records present (last)     what a restart does
  *  ---------  -------------------------  ------------------------------------------------
  *  NEW        none                       look up the file's token, journal JOB
- *  IDLE       JOB or ROTATED             wait until due (revoked or overdue: rotate)
+ *  IDLE       JOB or ROTATED             wait until due (at once if overdue), look the
+ *                                        file's token up, rotate
  *  INTENT     CREATE (one per attempt)   a staged file: verify it, move it into place ->
  *                                        DELIVERED; the file holds a new token that the
  *                                        API shows with our name, owner and a creation
