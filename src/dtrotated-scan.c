@@ -263,10 +263,23 @@ static void scan_done(Scan *s) {
         manager_check_once_done(m);
 }
 
+/* The job started a create while the list was under way: its token may be in the list
+ * without an id the job knows yet. Drop what was seen; scan_job_settled() starts over. */
+static bool scan_job_busy(Scan *s) {
+        Job *j = manager_find_job(s->manager, s->job);
+
+        if (!j || j->env != s->env || !job_is_creating(j))
+                return false;
+        scan_clear_run(s);
+        return true;
+}
+
 static void on_scan_list(ApiResult *res, void *userdata);
 static void on_scan_get(ApiResult *res, void *userdata);
 
 static void scan_next_candidate(Scan *s) {
+        if (scan_job_busy(s))
+                return;
         if (s->index >= strv_length(s->candidates))
                 return scan_done(s);
         s->call = call_new(s->env, API_GET, on_scan_get, s);
@@ -284,6 +297,8 @@ static void on_scan_list(ApiResult *res, void *userdata) {
         s->call = NULL;
         if (res->class != API_OK)
                 return scan_fail(s, res->class == API_PERMANENT, res->error, res->retry_at);
+        if (scan_job_busy(s))
+                return;
         scan_clear_run(s);
         s->candidates = calloc(1, sizeof(char *));
         if (!s->candidates)
