@@ -184,9 +184,14 @@ int deliver_stage_full(const JobConfig *j, const char *secret, char **ret_error)
         if (r < 0)
                 return r;
 
-        if (unlink(staged) < 0 && errno != ENOENT)
+        if (unlink(staged) < 0 && errno != ENOENT) {
+                /* A read-only or unwritable directory says so here first. */
+                if (IN_SET(errno, EROFS, EACCES, EPERM))
+                        return set_error(ret_error, -errno, "cannot write the new token next to %s: %s",
+                                         j->file, strerror(errno));
                 return set_error(ret_error, -errno, "cannot remove the stale %s: %s", staged,
                                  strerror(errno));
+        }
         /* Mode and owner are set before a byte of the secret is written. */
         fd = open(staged, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY, 0600);
         if (fd < 0)

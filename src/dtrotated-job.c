@@ -79,11 +79,10 @@ Job *job_free(Job *j) {
                 return NULL;
         call_cancel(j->call);
         hook_free(j->hook);
-        sd_event_source_disable_unref(j->timer);
+        retry_done(&j->retry);
         job_clear_rotation(j);
         free(j->token_name);
         free(j->name);
-        free(j->last_error);
         free(j->cur_id);
         free(j->create_name);
         free(j->delivered_id);
@@ -248,7 +247,7 @@ static usec_t job_due(Job *j) {
 }
 
 bool job_is_active(Job *j) {
-        return j->call || j->hook || event_source_is_armed(j->timer) || j->waiting_self;
+        return j->call || j->hook || retry_armed(&j->retry) || j->waiting_self;
 }
 
 bool job_is_creating(const Job *j) {
@@ -272,23 +271,15 @@ static int on_job_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 /* Arms the job's timer for `when`, unless --once says that is beyond this run. */
 static void job_schedule(Job *j, usec_t when, bool retry) {
         Manager *m = j->manager;
-        int r;
 
-        if (!manager_may_run_at(m, when, retry) || (m->once && !retry && j->rotated_this_run)) {
-                if (j->timer)
-                        (void) sd_event_source_set_enabled(j->timer, SD_EVENT_OFF);
-                return;
-        }
-        r = manager_arm(m, &j->timer, when, on_job_timer, j);
-        if (r < 0)
-                log_job(LOG_ERR, j->name, NULL, NULL, NULL, r, "cannot arm timer: %m");
+        if (m->once && !retry && j->rotated_this_run)
+                when = USEC_INFINITY; /* --once: one rotation per job */
+        (void) retry_schedule(m, &j->retry, when, retry, on_job_timer, j);
 }
 
 static void job_succeeded(Job *j) {
-        j->failed = j->permanent = false;
-        j->attempt = 0;
-        free(j->last_error);
-        j->last_error = NULL;
+        j->permanent = false;
+        retry_succeeded(&j->retry);
 }
 
 /* "in 2s", or "at the next run" for --once; for "retrying %s". */
@@ -307,25 +298,20 @@ static void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at)
         Manager *m = j->manager;
         char when[FORMAT_DURATION_MAX + 16], ts[FORMAT_TIMESTAMP_MAX];
 
-        j->failed = true;
         j->permanent = permanent;
-        j->attempt++;
-        free(j->last_error);
-        j->last_error = strdup(strna(error));
-        j->retry_at = manager_backoff(m, j->attempt, permanent, retry_at);
-        format_retry(when, sizeof(when), j->retry_at);
+        format_retry(when, sizeof(when), retry_failed(m, &j->retry, permanent, error, retry_at));
 
         if (permanent)
                 log_job(LOG_ERR, j->name, MSGID_FAILED, j->cur_id, NULL, 0, "%s failed: %s; retrying %s",
                         job_state_to_string(j->state), strna(error), when);
         else
                 log_job(LOG_WARNING, j->name, NULL, j->cur_id, NULL, 0, "%s failed: %s; retrying %s (attempt %u)",
-                        job_state_to_string(j->state), strna(error), when, j->attempt + 1);
-        if (j->cur_expires != USEC_INFINITY && j->cur_expires <= j->retry_at && j->retry_at != USEC_INFINITY)
+                        job_state_to_string(j->state), strna(error), when, j->retry.attempt + 1);
+        if (j->cur_expires != USEC_INFINITY && j->cur_expires <= j->retry.at && j->retry.at != USEC_INFINITY)
                 log_job(LOG_CRIT, j->name, MSGID_EXPIRY, j->cur_id, NULL, 0,
                         "token %s expires at %s, before rotation can be retried: its consumers will lose access",
                         strna(j->cur_id), format_timestamp(ts, sizeof(ts), j->cur_expires));
-        job_schedule(j, j->retry_at, true);
+        job_schedule(j, j->retry.at, true);
         job_changed(j);
 }
 
@@ -351,9 +337,11 @@ static void job_fail_stage(Job *j, int error, const char *why) {
         if (why)
                 snprintf(buf, sizeof(buf), "%s", why);
         else
-                snprintf(buf, sizeof(buf), "cannot write the new token next to %s: %s%s%s%s", j->config->file,
-                         strerror(-error), writable ? " (is " : "", writable ? strna(dir) : "",
-                         writable ? " writable for dtrotated? see ReadWritePaths= in dtrotated(8))" : "");
+                snprintf(buf, sizeof(buf), "cannot write the new token next to %s: %s", j->config->file,
+                         strerror(-error));
+        if (writable)
+                snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf),
+                         " (is %s writable for dtrotated? see ReadWritePaths= in dtrotated(8))", strna(dir));
         job_fail(j, operator, buf, 0);
 }
 
@@ -878,7 +866,7 @@ void job_set_config(Job *j, const JobConfig *c) {
         if (!c) {
                 j->removed = true;
                 j->next_config = NULL;
-                if ((j->state == JOB_IDLE || j->failed) && !job_in_rotation(j)) {
+                if ((j->state == JOB_IDLE || j->retry.failed) && !job_in_rotation(j)) {
                         call_cancel(TAKE_PTR(j->call));
                         job_go_idle(j); /* forgets it */
                 }
@@ -905,7 +893,7 @@ void job_set_config(Job *j, const JobConfig *c) {
         j->next_config = c;
         if (j->state == JOB_IDLE && !j->call && !j->hook)
                 job_go_idle(j);
-        else if (j->failed && !job_in_rotation(j)) {
+        else if (j->retry.failed && !job_in_rotation(j)) {
                 /* Failing before anything was created (say, a wrong file path): the new
                  * settings may be the fix, so start over with them now. */
                 call_cancel(TAKE_PTR(j->call));

@@ -416,7 +416,7 @@ void call_cancel(Call *c) {
 
 /* Exponential backoff from about 1 s, doubling, ±25% jitter, capped at retry_max_delay;
  * permanent failures wait the cap. Never earlier than what the server asked for. */
-usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retry_at) {
+static usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t server_at) {
         usec_t cap = m->config->retry_max_delay, delay = USEC_PER_SEC, now = now_realtime(), when;
 
         for (unsigned i = 1; i < attempt && delay < cap; i++)
@@ -429,26 +429,29 @@ usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retr
         when = now + delay;
         /* Honour the server's Retry-After, but not beyond a day: a bogus header must not
          * stall a token for years. */
-        if (retry_at > when)
-                when = MIN(retry_at, now + USEC_PER_DAY);
+        if (server_at > when)
+                when = MIN(server_at, now + USEC_PER_DAY);
         return when;
 }
 
-/* Arms (or re-arms) a one-shot CLOCK_REALTIME timer: deadlines are wall-clock times so
- * that suspend, reboot or a long downtime never shortens a grace period. */
-int manager_arm(Manager *m, sd_event_source **s, usec_t when, sd_event_time_handler_t cb, void *userdata) {
-        int r;
+usec_t retry_failed(Manager *m, Retry *r, bool permanent, const char *error, usec_t server_at) {
+        r->failed = true;
+        r->attempt++;
+        free(r->error);
+        r->error = strdup(strna(error));
+        r->at = manager_backoff(m, r->attempt, permanent, server_at);
+        return r->at;
+}
 
-        if (*s) {
-                r = sd_event_source_set_time(*s, when);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
-                return r;
-        }
-        r = sd_event_add_time(m->event, s, CLOCK_REALTIME, when, USEC_PER_MSEC, cb, userdata);
-        if (r >= 0)
-                (void) sd_event_source_set_description(*s, "deadline");
-        return r;
+void retry_succeeded(Retry *r) {
+        r->failed = false;
+        r->attempt = 0;
+        r->error = (free(r->error), NULL);
+}
+
+void retry_done(Retry *r) {
+        r->timer = sd_event_source_disable_unref(r->timer);
+        retry_succeeded(r);
 }
 
 bool event_source_is_armed(sd_event_source *s) {
@@ -457,6 +460,34 @@ bool event_source_is_armed(sd_event_source *s) {
         if (s)
                 (void) sd_event_source_get_enabled(s, &enabled);
         return enabled != SD_EVENT_OFF;
+}
+
+bool retry_armed(const Retry *r) {
+        return event_source_is_armed(r->timer);
+}
+
+/* A one-shot CLOCK_REALTIME timer: deadlines are wall-clock times so that suspend, reboot
+ * or a long downtime never shortens a grace period. */
+bool retry_schedule(Manager *m, Retry *r, usec_t when, bool retry, sd_event_time_handler_t cb, void *userdata) {
+        int k;
+
+        if (!manager_may_run_at(m, when, retry)) {
+                if (r->timer)
+                        (void) sd_event_source_set_enabled(r->timer, SD_EVENT_OFF);
+                return false;
+        }
+        if (r->timer) {
+                k = sd_event_source_set_time(r->timer, when);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(r->timer, SD_EVENT_ONESHOT);
+        } else {
+                k = sd_event_add_time(m->event, &r->timer, CLOCK_REALTIME, when, USEC_PER_MSEC, cb, userdata);
+                if (k >= 0)
+                        (void) sd_event_source_set_description(r->timer, "deadline");
+        }
+        if (k < 0)
+                log_error_errno(k, "Cannot arm a timer: %m");
+        return k >= 0;
 }
 
 bool manager_may_run_at(Manager *m, usec_t t, bool retry) {
@@ -512,19 +543,19 @@ static char *manager_status(Manager *m) {
                 if (!j->config)
                         continue;
                 n++;
-                if (j->failed) {
+                if (j->retry.failed) {
                         failing++;
                         if (!first_fail) {
                                 first_fail = j->name;
-                                first_fail_error = j->last_error;
+                                first_fail_error = j->retry.error;
                         }
                 } else if (j->state == JOB_IDLE)
                         idle++;
                 else
                         rotating++;
-                if (j->state == JOB_IDLE && j->timer) {
+                if (j->state == JOB_IDLE && j->retry.timer) {
                         uint64_t t;
-                        if (sd_event_source_get_time(j->timer, &t) >= 0 && t < next_rotation)
+                        if (sd_event_source_get_time(j->retry.timer, &t) >= 0 && t < next_rotation)
                                 next_rotation = t;
                 }
         }
@@ -633,24 +664,24 @@ void manager_check_once_done(Manager *m) {
                 if (e->self == ENV_SELF_PENDING)
                         return; /* its scope warnings belong to this run too */
         for (Job *j = m->jobs; j; j = j->next)
-                if (j->failed) {
+                if (j->retry.failed) {
                         log_job(LOG_ERR, j->name, MSGID_FAILED, j->cur_id, NULL, 0,
-                                "left undone by this run: %s", strna(j->last_error));
+                                "left undone by this run: %s", strna(j->retry.error));
                         left++;
                 }
         for (Retirement *r = m->retirements; r; r = r->next)
-                if (r->failed) {
+                if (r->retry.failed) {
                         log_job(LOG_ERR, strna(r->job), MSGID_FAILED, r->id, NULL, 0,
                                 "%s of %s left undone by this run: %s",
                                 r->state == RETIRE_WAIT_REVOKE ? "revoke" : "delete", r->id,
-                                strna(r->last_error));
+                                strna(r->retry.error));
                         left++;
                 }
         for (Scan *s = m->scans; s; s = s->next) {
                 char ts[FORMAT_TIMESTAMP_MAX];
-                log_job(s->failed ? LOG_ERR : LOG_NOTICE, s->job, s->failed ? MSGID_FAILED : NULL, NULL, NULL, 0,
+                log_job(s->retry.failed ? LOG_ERR : LOG_NOTICE, s->job, s->retry.failed ? MSGID_FAILED : NULL, NULL, NULL, 0,
                         "the leftover scan for '%s' is left for a later run%s%s (it may run from %s)", s->name,
-                        s->failed ? ": " : "", s->failed ? strna(s->last_error) : "",
+                        s->retry.failed ? ": " : "", s->retry.failed ? strna(s->retry.error) : "",
                         format_timestamp(ts, sizeof(ts), s->until));
                 left++;
         }

@@ -17,6 +17,16 @@ typedef struct Retirement Retirement;
 typedef struct Scan Scan;
 typedef struct Hook Hook;
 
+/* What every piece of retried work (a job, a retirement, a scan) keeps: its deadline
+ * timer and its failures. */
+typedef struct Retry {
+        bool failed;                 /* the last attempt failed; the timer is the retry */
+        unsigned attempt;
+        char *error;                 /* why, for logs and the status */
+        usec_t at;                   /* when it is retried (USEC_INFINITY: next --once run) */
+        sd_event_source *timer;
+} Retry;
+
 /* Exit statuses (sysexits.h where one fits). */
 #define EXIT_RUNTIME 1
 #define EXIT_JOURNAL 65   /* EX_DATAERR: the journal is damaged; the unit does not restart */
@@ -122,14 +132,10 @@ struct Job {
         Env *env;
 
         JobState state;
-        bool failed;                 /* last attempt failed; retry timer armed */
-        bool permanent;              /* ...and the failure was permanent */
+        Retry retry;
+        bool permanent;              /* the last failure was permanent */
         bool waiting_self;           /* waits for the management token's lookup */
         bool cap_reported;           /* the tenant's lifetime cap was logged */
-        char *last_error;
-        unsigned attempt;
-        usec_t retry_at;             /* when failed */
-        sd_event_source *timer;
         Call *call;
         Hook *hook;
 
@@ -170,11 +176,7 @@ struct Retirement {
         usec_t grace;
         usec_t delete_at;            /* set once the revoke was confirmed */
         RetirementState state;
-        bool failed;
-        char *last_error;
-        unsigned attempt;
-        usec_t retry_at;
-        sd_event_source *timer;
+        Retry retry;
         Call *call;
         Retirement *next;
 };
@@ -191,12 +193,9 @@ struct Scan {
         char *name;
         usec_t from, until;          /* the create attempts' window (CLOCK_REALTIME) */
         usec_t grace;                /* leftovers are deleted this long after the revoke */
-        bool failed, waiting_self;
+        bool waiting_self;
         usec_t covering;             /* the window end the running list covers */
-        char *last_error;
-        unsigned attempt;
-        usec_t retry_at;
-        sd_event_source *timer;
+        Retry retry;
         Call *call;
         char **candidates;           /* v1: same-name ids to look at one by one */
         size_t index;
@@ -261,9 +260,17 @@ int manager_apply_record(Manager *m, const JournalRecord *r);
 void env_need_self(Env *e);                /* look up the management token if not done */
 bool env_uses_file(Env *e, const char *path); /* same file (device+inode) as its token? */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
-usec_t manager_backoff(Manager *m, unsigned attempt, bool permanent, usec_t retry_at);
 bool event_source_is_armed(sd_event_source *s);
-int manager_arm(Manager *m, sd_event_source **s, usec_t when, sd_event_time_handler_t cb, void *userdata);
+/* A failed attempt: the next one is due after an exponential backoff (never before the
+ * server's server_at); returns the new r->at. */
+usec_t retry_failed(Manager *m, Retry *r, bool permanent, const char *error, usec_t server_at);
+void retry_succeeded(Retry *r);
+/* Arms r->timer (CLOCK_REALTIME) for when, unless --once says that is beyond this run:
+ * then it is disarmed and false is returned. retry: a retry (within the run's budget)
+ * rather than a scheduled step. */
+bool retry_schedule(Manager *m, Retry *r, usec_t when, bool retry, sd_event_time_handler_t cb, void *userdata);
+bool retry_armed(const Retry *r);
+void retry_done(Retry *r);
 
 /* Jobs (dtrotated-job.c) */
 Job *job_new(Manager *m, const char *name);

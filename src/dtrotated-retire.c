@@ -36,11 +36,10 @@ Retirement *retirement_free(Retirement *r) {
         if (!r)
                 return NULL;
         call_cancel(r->call);
-        sd_event_source_disable_unref(r->timer);
+        retry_done(&r->retry);
         free(r->env_name);
         free(r->id);
         free(r->job);
-        free(r->last_error);
         free(r);
         return NULL;
 }
@@ -92,7 +91,7 @@ int retirement_apply_record(Manager *m, const JournalRecord *rec) {
 }
 
 bool retirement_is_active(Retirement *r) {
-        return r->call || event_source_is_armed(r->timer);
+        return r->call || retry_armed(&r->retry);
 }
 
 int retirement_emit_records(Retirement *r) {
@@ -111,15 +110,7 @@ static int on_retirement_timer(sd_event_source *s, uint64_t usec, void *userdata
 }
 
 static void retirement_schedule(Retirement *r, usec_t when, bool retry) {
-        Manager *m = r->manager;
-
-        if (!manager_may_run_at(m, when, retry)) {
-                if (r->timer)
-                        (void) sd_event_source_set_enabled(r->timer, SD_EVENT_OFF);
-                return;
-        }
-        if (manager_arm(m, &r->timer, when, on_retirement_timer, r) < 0)
-                log_error("%s: cannot arm timer for token %s", strna(r->job), r->id);
+        (void) retry_schedule(r->manager, &r->retry, when, retry, on_retirement_timer, r);
 }
 
 void retirement_start(Retirement *r) {
@@ -137,16 +128,11 @@ static void retirement_fail(Retirement *r, bool permanent, const char *error, us
         Manager *m = r->manager;
         char when[FORMAT_DURATION_MAX + 16];
 
-        r->failed = true;
-        r->attempt++;
-        free(r->last_error);
-        r->last_error = strdup(strna(error));
-        r->retry_at = manager_backoff(m, r->attempt, permanent, retry_at);
-        format_retry(when, sizeof(when), r->retry_at);
+        format_retry(when, sizeof(when), retry_failed(m, &r->retry, permanent, error, retry_at));
         log_job(permanent ? LOG_ERR : LOG_WARNING, strna(r->job), permanent ? MSGID_FAILED : NULL, r->id,
                 NULL, 0, "%s of %s failed: %s; retrying %s", retirement_step_name(r), r->id,
                 strna(error), when);
-        retirement_schedule(r, r->retry_at, true);
+        retirement_schedule(r, r->retry.at, true);
         manager_status_changed(m);
         manager_check_once_done(m);
 }
@@ -193,10 +179,7 @@ static void retirement_step(Retirement *r) {
 }
 
 static void retirement_succeeded(Retirement *r) {
-        r->failed = false;
-        r->attempt = 0;
-        free(r->last_error);
-        r->last_error = NULL;
+        retry_succeeded(&r->retry);
 }
 
 static void retirement_record_deleted(Retirement *r, const char *how) {

@@ -40,12 +40,11 @@ Scan *scan_free(Scan *s) {
         if (!s)
                 return NULL;
         call_cancel(s->call);
-        sd_event_source_disable_unref(s->timer);
+        retry_done(&s->retry);
         scan_clear_run(s);
         free(s->env_name);
         free(s->job);
         free(s->name);
-        free(s->last_error);
         free(s);
         return NULL;
 }
@@ -90,8 +89,7 @@ int scan_apply_record(Manager *m, const JournalRecord *r) {
                 if (s && (!r->until || s->until <= r->until))
                         scan_unlink_and_free(s);
                 else if (s && m->running) {
-                        s->failed = false;
-                        s->attempt = 0;
+                        retry_succeeded(&s->retry);
                         scan_clear_run(s);
                         scan_start(s);
                 }
@@ -123,7 +121,7 @@ int scan_emit_records(Scan *s) {
 }
 
 bool scan_is_active(Scan *s) {
-        return s->call || s->waiting_self || event_source_is_armed(s->timer);
+        return s->call || s->waiting_self || retry_armed(&s->retry);
 }
 
 static int on_scan_timer(sd_event_source *es, uint64_t usec, void *userdata) {
@@ -132,15 +130,7 @@ static int on_scan_timer(sd_event_source *es, uint64_t usec, void *userdata) {
 }
 
 static void scan_schedule(Scan *s, usec_t when, bool retry) {
-        Manager *m = s->manager;
-
-        if (!manager_may_run_at(m, when, retry)) {
-                if (s->timer)
-                        (void) sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
-                return;
-        }
-        if (manager_arm(m, &s->timer, when, on_scan_timer, s) < 0)
-                log_error("%s: cannot arm the leftover scan's timer", s->job);
+        (void) retry_schedule(s->manager, &s->retry, when, retry, on_scan_timer, s);
 }
 
 void scan_start(Scan *s) {
@@ -148,7 +138,7 @@ void scan_start(Scan *s) {
                 return;
         /* Not before any create sent inside the window could have completed; a retry
          * within a --once run's budget may wait for that. */
-        scan_schedule(s, MAX(s->until + SCAN_SETTLE, s->failed ? s->retry_at : 0), true);
+        scan_schedule(s, MAX(s->until + SCAN_SETTLE, s->retry.failed ? s->retry.at : 0), true);
         manager_status_changed(s->manager);
 }
 
@@ -156,17 +146,13 @@ static void scan_fail(Scan *s, bool permanent, const char *error, usec_t retry_a
         Manager *m = s->manager;
         char when[FORMAT_DURATION_MAX + 16];
 
-        s->failed = true;
-        s->attempt++;
-        free(s->last_error);
-        s->last_error = strdup(strna(error));
-        s->retry_at = manager_backoff(m, s->attempt, permanent, retry_at);
+        retry_failed(m, &s->retry, permanent, error, retry_at);
         scan_clear_run(s);
-        format_retry(when, sizeof(when), s->retry_at);
+        format_retry(when, sizeof(when), s->retry.at);
         log_job(permanent ? LOG_ERR : LOG_WARNING, s->job, permanent ? MSGID_FAILED : NULL, NULL, NULL, 0,
                 "looking for leftovers of an interrupted create failed: %s; retrying %s (the rotation is not held up)",
                 strna(error), when);
-        scan_schedule(s, s->retry_at, true);
+        scan_schedule(s, s->retry.at, true);
         manager_status_changed(m);
         manager_check_once_done(m);
 }
@@ -187,7 +173,7 @@ void scan_self_known(Scan *s) {
 void scan_job_settled(Manager *m, const char *env, const char *job) {
         Scan *s = manager_find_scan(m, env, job);
 
-        if (s && !s->call && !s->failed && now_realtime() >= s->until + SCAN_SETTLE)
+        if (s && !s->call && !s->retry.failed && now_realtime() >= s->until + SCAN_SETTLE)
                 scan_step(s);
 }
 
@@ -373,7 +359,7 @@ static void scan_step(Scan *s) {
         }
         s->call->housekeeping = true;
         s->covering = s->until;
-        s->failed = false;
+        s->retry.failed = false;
         log_job(LOG_DEBUG, s->job, NULL, NULL, NULL, 0, "looking for leftovers named '%s'", s->name);
         call_submit(s->call);
         manager_status_changed(m);
