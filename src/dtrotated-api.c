@@ -1608,6 +1608,18 @@ static int follow_page_key(ApiRequest *r, yajl_val v, Why *why) {
         return 0;
 }
 
+/* Names, owners and scopes end up in logs and the journal: a server that puts a secret
+ * of ours in one (echoing the Authorization header, say) gets it masked, as in error
+ * messages. */
+static void scrub_token_info(ApiRequest *r, TokenInfo *t) {
+        if (t->name)
+                scrub_secrets(r, t->name);
+        if (t->owner)
+                scrub_secrets(r, t->owner);
+        for (char **s = t->scopes; s && *s; s++)
+                scrub_secrets(r, *s);
+}
+
 static int parse_list(ApiRequest *r, yajl_val v, Why *why) {
         const char *field = r->version == API_V1 ? "values" : "apiTokens";
         yajl_val a = json_get(v, field);
@@ -1632,8 +1644,10 @@ static int parse_list(ApiRequest *r, yajl_val v, Why *why) {
 
                 /* One bad entry spoils the answer: a scan must not miss a token silently. */
                 k = parse_token_info(a->u.array.values[i], r->version, false, &t, &entry);
-                if (k >= 0)
+                if (k >= 0) {
+                        scrub_token_info(r, &t);
                         k = list_append(r, &t);
+                }
                 token_info_done(&t);
                 if (k == -EBADMSG)
                         return bad(why, "%s[%zu]: %s", field, i, entry.text);
@@ -1686,6 +1700,7 @@ static int parse_success(ApiRequest *r, ApiResult *res, Why *why) {
                 k = parse_token_info(v, r->version, true, &res->info, why);
                 if (k < 0)
                         return k;
+                scrub_token_info(r, &res->info);
                 /* The token asked for, not another one. */
                 if (r->op == API_GET &&
                     (r->version == API_V1 ? strcasecmp(res->info.id, r->target) : strcmp(res->info.id, r->target)) != 0)
