@@ -119,3 +119,4 @@ clean:
 	rm -rf $(B) dtrotated
 
 -include $(wildcard $(B)/*.d)
+-include tests/fuzz/fuzz.mk

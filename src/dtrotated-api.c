@@ -86,6 +86,8 @@ struct ApiRequest {
         Buffer answer;
         usec_t retry_after;           /* Retry-After, absolute CLOCK_REALTIME */
         usec_t rate_reset;            /* X-RateLimit-Reset */
+        const char *content_type;     /* of the answer (curl's, or api_parse_answer()'s
+                                       * caller's), NULL when none; valid during finish */
         bool too_large;
         bool oom;
 
@@ -1055,6 +1057,7 @@ static void token_info_free_array(TokenInfo *l, size_t n) {
 static void request_reset_transfer(ApiRequest *r) {
         buffer_wipe(&r->answer);
         r->retry_after = r->rate_reset = 0;
+        r->content_type = NULL;
         r->too_large = r->oom = false;
         r->errbuf[0] = 0;
 }
@@ -1396,10 +1399,10 @@ static bool code_is_before_send(CURLcode code) {
 }
 
 static const char *content_type(ApiRequest *r, char *buf, size_t size) {
-        char *ct = NULL;
+        const char *ct = r->content_type;
         size_t n;
 
-        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK || !ct || !*ct)
+        if (!ct || !*ct)
                 return "no content type";
         n = strcspn(ct, ";");
         while (n > 0 && ct[n - 1] == ' ')
@@ -1450,9 +1453,9 @@ static int finish_transport_error(ApiRequest *r, CURLcode code, ApiResult *res) 
 
 /* application/json, in any case, parameters allowed. */
 static bool answer_is_json(ApiRequest *r) {
-        char *ct = NULL;
+        const char *ct = r->content_type;
 
-        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK || !ct)
+        if (!ct)
                 return false;
         ct += strspn(ct, " \t");
         if (strncasecmp(ct, "application/json", STRLEN("application/json")) != 0)
@@ -1605,6 +1608,18 @@ static int follow_page_key(ApiRequest *r, yajl_val v, Why *why) {
         return 0;
 }
 
+/* Names, owners and scopes end up in logs and the journal: a server that puts a secret
+ * of ours in one (echoing the Authorization header, say) gets it masked, as in error
+ * messages. */
+static void scrub_token_info(ApiRequest *r, TokenInfo *t) {
+        if (t->name)
+                scrub_secrets(r, t->name);
+        if (t->owner)
+                scrub_secrets(r, t->owner);
+        for (char **s = t->scopes; s && *s; s++)
+                scrub_secrets(r, *s);
+}
+
 static int parse_list(ApiRequest *r, yajl_val v, Why *why) {
         const char *field = r->version == API_V1 ? "values" : "apiTokens";
         yajl_val a = json_get(v, field);
@@ -1629,8 +1644,10 @@ static int parse_list(ApiRequest *r, yajl_val v, Why *why) {
 
                 /* One bad entry spoils the answer: a scan must not miss a token silently. */
                 k = parse_token_info(a->u.array.values[i], r->version, false, &t, &entry);
-                if (k >= 0)
+                if (k >= 0) {
+                        scrub_token_info(r, &t);
                         k = list_append(r, &t);
+                }
                 token_info_done(&t);
                 if (k == -EBADMSG)
                         return bad(why, "%s[%zu]: %s", field, i, entry.text);
@@ -1683,6 +1700,7 @@ static int parse_success(ApiRequest *r, ApiResult *res, Why *why) {
                 k = parse_token_info(v, r->version, true, &res->info, why);
                 if (k < 0)
                         return k;
+                scrub_token_info(r, &res->info);
                 /* The token asked for, not another one. */
                 if (r->op == API_GET &&
                     (r->version == API_V1 ? strcasecmp(res->info.id, r->target) : strcmp(res->info.id, r->target)) != 0)
@@ -1745,13 +1763,12 @@ static int finish_success(ApiRequest *r, ApiResult *res) {
         return 0;
 }
 
-int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
+/* The transfer's outcome (code, status, content type; body and headers collected by
+ * on_write() and on_header()) into *ret. */
+static int request_finish(ApiRequest *r, CURLcode code, long status, const char *ct, ApiResult *ret) {
         ApiResult res = { .info.expires = USEC_INFINITY };
-        long status = 0;
         int k;
 
-        if (!r || !ret)
-                return -EINVAL;
         res.op = r->op;
         r->wants_more = false;
 
@@ -1759,7 +1776,7 @@ int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
                 request_reset_transfer(r);
                 return -ENOMEM;
         }
-        (void) curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+        r->content_type = ct;
         res.status = status;
 
         if (code != CURLE_OK)
@@ -1790,6 +1807,57 @@ int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
                 return k;
         *ret = res;
         return 0;
+}
+
+int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret) {
+        long status = 0;
+        char *ct = NULL;
+
+        if (!r || !ret)
+                return -EINVAL;
+        (void) curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (curl_easy_getinfo(r->easy, CURLINFO_CONTENT_TYPE, &ct) != CURLE_OK)
+                ct = NULL;
+        return request_finish(r, code, status, ct, ret);
+}
+
+int api_parse_answer(ApiRequest *r, long status, const char *content_type, const char *headers,
+                     size_t headers_size, const char *body, size_t body_size, ApiResult *ret) {
+        CURLcode code = CURLE_OK;
+        size_t size = MAX(headers_size, body_size);
+        char *copy;
+
+        if (!r || !ret || (headers_size > 0 && !headers) || (body_size > 0 && !body))
+                return -EINVAL;
+        /* curl hands the callbacks writable memory; the caller's may not be. */
+        copy = malloc(MAX(size, (size_t) 1));
+        if (!copy)
+                return -ENOMEM;
+        if (headers_size > 0)
+                memcpy(copy, headers, headers_size);
+        /* As libcurl hands them over: one header line (with its line end) at a time, then
+         * the body in pieces of at most CURL_MAX_WRITE_SIZE; a callback that takes less
+         * aborts the transfer with CURLE_WRITE_ERROR. */
+        for (size_t i = 0; i < headers_size && code == CURLE_OK;) {
+                const char *nl = memchr(copy + i, '\n', headers_size - i);
+                size_t n = nl ? (size_t) (nl - (copy + i)) + 1 : headers_size - i;
+
+                if (on_header(copy + i, 1, n, r) != n)
+                        code = CURLE_WRITE_ERROR;
+                i += n;
+        }
+        if (body_size > 0)
+                memcpy(copy, body, body_size);
+        for (size_t i = 0; i < body_size && code == CURLE_OK;) {
+                size_t n = MIN(body_size - i, (size_t) CURL_MAX_WRITE_SIZE);
+
+                if (on_write(copy + i, 1, n, r) != n)
+                        code = CURLE_WRITE_ERROR;
+                i += n;
+        }
+        explicit_bzero(copy, size);
+        free(copy);
+        return request_finish(r, code, status, content_type, ret);
 }
 
 int api_request_perform(ApiRequest *r, ApiResult *ret) {

@@ -146,6 +146,16 @@ bool api_request_wants_more(ApiRequest *r);
  * Always fills *ret (class, error) unless -ENOMEM. */
 int api_request_finish(ApiRequest *r, CURLcode code, ApiResult *ret);
 
+/* For tests and fuzzing: finish r as if its transfer had completed with this answer,
+ * without any network: the header lines (each with its line end, as libcurl passes them
+ * on, a status line included if wanted) and the body go through the same callbacks, and
+ * the result through the same code as api_request_finish() (a callback's refusal, such
+ * as a body over API_MAX_BODY, acts as CURLE_WRITE_ERROR). content_type as libcurl would
+ * report it, NULL for none. A v2 LIST that wants more is re-armed as after a real page.
+ * Returns like api_request_finish(), and -EINVAL for NULL arguments. */
+int api_parse_answer(ApiRequest *r, long status, const char *content_type, const char *headers,
+                     size_t headers_size, const char *body, size_t body_size, ApiResult *ret);
+
 /* Blocking convenience: perform (with pages) and finish. */
 int api_request_perform(ApiRequest *r, ApiResult *ret);
 

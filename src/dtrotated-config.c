@@ -74,6 +74,7 @@ static int setting_line(const config_setting_t *s) {
         return s ? (int) config_setting_source_line(s) : 0;
 }
 
+_printf_(5, 0)
 static void add_messagev(Ctx *ctx, int prio, const char *file, int line, const char *fmt, va_list ap) {
         char *text;
         Message *m;
@@ -1424,7 +1425,64 @@ static int parse_config(Ctx *ctx, const config_t *cfg, Config *c) {
         return 0;
 }
 
+/* libconfig (1.5) opens the file of an "@include" line with fopen() and, when reading
+ * it fails (a directory), calls exit() from its scanner: a reload would kill the daemon.
+ * A FIFO would block it and a device never end. So every file an @include line (at the
+ * start of a line, as libconfig takes them) names is looked at first, in included files
+ * too: one that exists must be a regular file. A missing one is left to libconfig's
+ * "cannot open include file". Lines in comments or strings are looked at as well (a
+ * false alarm at worst). The names go to *names (messages point to them). Returns 0,
+ * -ENOMEM, or -EINVAL once reported. */
+#define CONFIG_MAX_INCLUDE_DEPTH 10   /* libconfig's */
+static int check_includes(Ctx *ctx, char ***names, const char *file, FILE *f, unsigned depth) {
+        _cleanup_free_ char *line = NULL;
+        size_t allocated = 0;
+        int lineno = 0, r = 0;
+
+        while (getline(&line, &allocated, f) >= 0) {
+                _cleanup_fclose_ FILE *inc = NULL;
+                const char *p = line;
+                struct stat st;
+                char *name;
+                size_t n;
+
+                lineno++;
+                p += strspn(p, " \t");
+                if (strncmp(p, "@include", strlen("@include")) != 0)
+                        continue;
+                p += strlen("@include");
+                n = strspn(p, " \t");
+                if (n == 0 || p[n] != '"')
+                        continue;
+                p += n + 1;
+                n = strcspn(p, "\"\n");
+                if (p[n] != '"')
+                        continue;
+                name = strndup(p, n);
+                if (!name || strv_push(names, name) < 0) {
+                        free(name);
+                        ctx->oom = true;
+                        return -ENOMEM;
+                }
+                if (stat(name, &st) < 0)
+                        continue;
+                if (!S_ISREG(st.st_mode)) {
+                        report_line(ctx, LOG_ERR, file, lineno, "@include \"%s\": is %s, not a regular file",
+                                    name, file_type_name(st.st_mode));
+                        r = -EINVAL;
+                        continue;
+                }
+                if (depth + 1 >= CONFIG_MAX_INCLUDE_DEPTH)
+                        continue; /* libconfig refuses it */
+                inc = fopen(name, "re");
+                if (inc && check_includes(ctx, names, name, inc, depth + 1) < 0)
+                        r = ctx->oom ? -ENOMEM : -EINVAL;
+        }
+        return r;
+}
+
 int config_load(const char *path, Config **ret, config_report_t report, void *userdata) {
+        _cleanup_strv_free_ char **included = NULL;
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_fclose_ FILE *f = NULL;
         Ctx ctx = { .path = path };
@@ -1459,6 +1517,15 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
         c->path = strdup(path);
         if (!c->path)
                 return -ENOMEM;
+
+        r = check_includes(&ctx, &included, path, f, 0);
+        if (r >= 0 && fseek(f, 0, SEEK_SET) < 0)
+                r = -errno;
+        if (r < 0) {
+                ctx_flush(&ctx, report, userdata);
+                ctx_done(&ctx);
+                return r;
+        }
 
         {
                 _cleanup_(config_destroy) config_t cfg;
