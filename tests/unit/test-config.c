@@ -362,6 +362,13 @@ static void test_syntax_error(void **state) {
         assert_true(strncmp(reported[0].text, cur_path, strlen(cur_path)) == 0);
 }
 
+static void test_include_of_a_directory(void **state) {
+        /* libconfig 1.5 calls exit() when it cannot read an included directory (a SIGHUP
+         * would kill the daemon): refused before libconfig opens it. Found by fuzz-config. */
+        load_invalid("@include \"/tmp\"\n" ONE_JOB(""), 1);
+        expect_error(1, "@include \"/tmp\": is a directory, not a regular file");
+}
+
 static void test_duplicate_setting(void **state) {
         /* libconfig itself rejects a key given twice in one group. */
         load_invalid(ONE_JOB("") "retry_max_delay = \"1h\";\nretry_max_delay = \"2h\";\n", 1);
@@ -1080,6 +1087,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_defaults, teardown),
                 cmocka_unit_test_teardown(test_cannot_read, teardown),
                 cmocka_unit_test_teardown(test_syntax_error, teardown),
+                cmocka_unit_test_teardown(test_include_of_a_directory, teardown),
                 cmocka_unit_test_teardown(test_duplicate_setting, teardown),
                 cmocka_unit_test_teardown(test_unknown_keys, teardown),
                 cmocka_unit_test_teardown(test_wrong_types, teardown),
