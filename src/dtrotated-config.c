@@ -1481,7 +1481,47 @@ static int check_includes(Ctx *ctx, char ***names, const char *file, FILE *f, un
         return r;
 }
 
+#define CONFIG_MAX_SIZE (64U << 20)
+
+/* The whole stream, NUL-terminated; -EBADMSG if it holds a NUL byte, -EFBIG past
+ * CONFIG_MAX_SIZE. */
+static int read_whole(FILE *f, char **ret, size_t *ret_size) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, allocated = 0;
+
+        for (;;) {
+                size_t n;
+                if (allocated - size < 4096) {
+                        char *b;
+                        if (allocated >= CONFIG_MAX_SIZE)
+                                return -EFBIG;
+                        allocated = allocated ? allocated * 2 : 16384;
+                        b = realloc(buf, allocated + 1);
+                        if (!b)
+                                return -ENOMEM;
+                        buf = b;
+                }
+                n = fread(buf + size, 1, allocated - size, f);
+                size += n;
+                if (n == 0) {
+                        if (ferror(f))
+                                return -EIO;
+                        break;
+                }
+        }
+        if (size > CONFIG_MAX_SIZE)
+                return -EFBIG;
+        buf[size] = 0;
+        if (memchr(buf, 0, size))
+                return -EBADMSG;
+        *ret = TAKE_PTR(buf);
+        *ret_size = size;
+        return 0;
+}
+
 int config_load(const char *path, Config **ret, config_report_t report, void *userdata) {
+        _cleanup_free_ char *text = NULL;
+        size_t text_size = 0;
         _cleanup_strv_free_ char **included = NULL;
         _cleanup_(config_freep) Config *c = NULL;
         _cleanup_fclose_ FILE *f = NULL;
@@ -1518,9 +1558,19 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
         if (!c->path)
                 return -ENOMEM;
 
-        r = check_includes(&ctx, &included, path, f, 0);
-        if (r >= 0 && fseek(f, 0, SEEK_SET) < 0)
-                r = -errno;
+        /* Read once, into memory: the file may be a pipe (process substitution, a FIFO),
+         * and the @include check and libconfig must see the same text. */
+        r = read_whole(f, &text, &text_size);
+        if (r == -EBADMSG)
+                report_line(&ctx, LOG_ERR, path, 0, "contains a NUL byte: not a configuration file");
+        else if (r == -EFBIG)
+                report_line(&ctx, LOG_ERR, path, 0, "larger than %u MiB", CONFIG_MAX_SIZE >> 20);
+        else if (r < 0)
+                report_line(&ctx, LOG_ERR, path, 0, "cannot read: %s", strerror(-r));
+        if (r >= 0 && text_size > 0) {
+                _cleanup_fclose_ FILE *m = fmemopen(text, text_size, "r");
+                r = m ? check_includes(&ctx, &included, path, m, 0) : -errno;
+        }
         if (r < 0) {
                 ctx_flush(&ctx, report, userdata);
                 ctx_done(&ctx);
@@ -1533,7 +1583,7 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
                 config_init(&cfg);
                 config_set_options(&cfg, 0);    /* in particular: no CONFIG_OPTION_AUTOCONVERT */
 
-                if (config_read(&cfg, f) != CONFIG_TRUE) {
+                if (config_read_string(&cfg, text) != CONFIG_TRUE) {
                         const char *file = config_error_file(&cfg) ?: path;
                         int line = config_error_line(&cfg);
 
