@@ -924,8 +924,10 @@ int manager_new(const char *config_path, Config *config, bool once, Manager **re
                 r = sd_event_add_post(m->event, &s, on_idle_compact, m);
                 if (r < 0)
                         return r;
-                (void) sd_event_source_set_floating(s, true);
                 (void) sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IDLE);
+                /* The loop takes its own reference; ours goes. */
+                (void) sd_event_source_set_floating(s, true);
+                sd_event_source_unref(s);
         }
         *ret = TAKE_PTR(m);
         return 0;
