@@ -89,6 +89,15 @@ check: deps
 	$(MAKE) WERROR=1 tests
 	tests/run-tests
 
+# Memcheck over the unit tests and over daemon runs against the fake (tests/valgrind).
+# A plain build: valgrind and ASan do not mix.
+valgrind: deps
+ifeq ($(SANITIZE),1)
+	$(error make valgrind needs a build without SANITIZE=1)
+endif
+	$(MAKE) WERROR=1 tests
+	tests/valgrind
+
 demo: deps
 	$(MAKE) dtrotated
 	tests/demo
