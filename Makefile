@@ -98,6 +98,17 @@ endif
 	$(MAKE) WERROR=1 tests
 	tests/valgrind
 
+# Static analysis of src/: cppcheck and clang-tidy with the checked-in configurations
+# (.cppcheck-suppressions, .clang-tidy), the build's own -std/-D/-U/-I flags (not
+# _FORTIFY_SOURCE, which wants an optimising compile). Any finding fails.
+LINT_FLAGS = $(filter-out -D_FORTIFY_SOURCE%,$(filter -std=% -D% -U% -I%,$(ALL_CFLAGS)))
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,style,performance,portability \
+		--std=c11 --library=posix --library=gnu --inline-suppr \
+		--suppressions-list=.cppcheck-suppressions --template='{file}:{line}: {severity}: {id}: {message}' \
+		$(filter -D% -U%,$(LINT_FLAGS)) -Isrc src/*.c
+	clang-tidy --quiet $(wildcard src/*.c) -- $(LINT_FLAGS)
+
 demo: deps
 	$(MAKE) dtrotated
 	tests/demo
