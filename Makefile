@@ -154,3 +154,6 @@ clean:
 	rm -rf $(B) dtrotated
 
 -include $(wildcard $(B)/*.d)
+
+# Fuzz targets (tests/fuzz/), when present.
+-include tests/fuzz/fuzz.mk
