@@ -1219,7 +1219,7 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 else if (r < 0)
                         error_at(ctx, s, "owner: cannot look up user '%s': %s", v, strerror(-r));
                 else
-                        j->uid = (uid_t) id;
+                        j->uid = (uid_t) id; /* NOLINT(clang-analyzer-core.uninitialized.Assign): set when r >= 0 */
         }
 
         s = group_string(&grp, "group", false, "a string (a group name or a quoted numeric id)", &v);
@@ -1238,7 +1238,7 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                 else if (r < 0)
                         error_at(ctx, s, "group: cannot look up group '%s': %s", v, strerror(-r));
                 else
-                        j->gid = (gid_t) id;
+                        j->gid = (gid_t) id; /* NOLINT(clang-analyzer-core.uninitialized.Assign): set when r >= 0 */
         }
 
         s = config_setting_get_member(g, "on_rotate");

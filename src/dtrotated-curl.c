@@ -138,7 +138,7 @@ static int on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, v
 
 /* ---- completions ---- */
 
-static GlueTransfer *transfer_unlink(GlueTransfer **head, CURL *easy) {
+static GlueTransfer *transfer_unlink(GlueTransfer **head, const CURL *easy) {
         for (GlueTransfer **p = head; *p; p = &(*p)->next)
                 if ((*p)->easy == easy) {
                         GlueTransfer *t = *p;

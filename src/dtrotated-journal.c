@@ -862,6 +862,7 @@ static int journal_load(Journal *j, bool readonly, Loaded *l, char **ret_error) 
         r = journal_check_header(j->path, l->data, l->size, readonly, &l->version, &start, ret_error);
         if (r < 0)
                 return r;
+        /* NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage): start is set unless the variadic set_error() failed it */
         r = journal_parse(j->path, l->data, l->size, start, l->version, &l->p, ret_error);
         if (r == -ENOMEM)
                 return set_error(ret_error, r, "%s: out of memory", j->path);
@@ -939,6 +940,7 @@ static int journal_create(Journal *j, char **ret_error) {
         if (fsync(j->dir_fd) < 0)
                 return set_error(ret_error, -errno, "%s: cannot sync the directory after creating it: %m",
                                  j->path);
+        /* cppcheck-suppress unreadVariable ; TAKE_FD() disarms the _cleanup_close_ */
         j->fd = TAKE_FD(fd);
         j->size = strlen(JOURNAL_HEADER);
         j->n_records = 0;

@@ -37,6 +37,7 @@ Env *manager_get_env(Manager *m, const char *name, bool create) {
 static Env *env_free(Env *e) {
         if (!e)
                 return NULL;
+        call_cancel(TAKE_PTR(e->self_call));
         while (e->queue_head)
                 call_cancel(e->queue_head);
         while (e->hk_head)
@@ -147,6 +148,7 @@ static void on_self_lookup(ApiResult *res, void *userdata) {
         Env *e = userdata;
         bool first = !e->owner;
 
+        e->self_call = NULL; /* freed by call_finish() */
         if (e->self_generation != e->auth_generation) {
                 /* The token changed while it was being looked up: ask about the new one. */
                 e->self = ENV_SELF_UNKNOWN;
@@ -193,6 +195,7 @@ void env_need_self(Env *e) {
         }
         e->self = ENV_SELF_PENDING;
         e->self_generation = e->auth_generation;
+        e->self_call = c;
         call_submit(c);
 }
 
@@ -924,8 +927,10 @@ int manager_new(const char *config_path, Config *config, bool once, Manager **re
                 r = sd_event_add_post(m->event, &s, on_idle_compact, m);
                 if (r < 0)
                         return r;
-                (void) sd_event_source_set_floating(s, true);
                 (void) sd_event_source_set_priority(s, SD_EVENT_PRIORITY_IDLE);
+                /* The loop takes its own reference; ours goes. */
+                (void) sd_event_source_set_floating(s, true);
+                sd_event_source_unref(s);
         }
         *ret = TAKE_PTR(m);
         return 0;

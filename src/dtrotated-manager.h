@@ -78,6 +78,7 @@ struct Env {
         /* What the API says about the management token: whose it is (the daemon's own
          * creations are that user's) and what it may do. */
         EnvSelf self;
+        Call *self_call;             /* that lookup, queued or in flight (owned) */
         unsigned self_generation;    /* auth_generation the lookup was sent with */
         char *self_id;
         char *owner;

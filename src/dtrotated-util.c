@@ -113,7 +113,7 @@ static int days_in_month(int year, int mon) {
 }
 
 int parse_iso8601(const char *s, usec_t *ret) {
-        int year, mon, day, hour, min, sec = 0, r;
+        int year, mon, day, hour, min, sec = 0;
         usec_t frac = 0;
         long offset = 0;
         const char *p = s;
@@ -138,16 +138,16 @@ int parse_iso8601(const char *s, usec_t *ret) {
                 return 0;
         }
 
-        if ((r = parse_digits(&p, 4, &year)) < 0 || *p++ != '-' ||
-            (r = parse_digits(&p, 2, &mon)) < 0 || *p++ != '-' ||
-            (r = parse_digits(&p, 2, &day)) < 0 || (*p != 'T' && *p != 't' && *p != ' '))
+        if (parse_digits(&p, 4, &year) < 0 || *p++ != '-' ||
+            parse_digits(&p, 2, &mon) < 0 || *p++ != '-' ||
+            parse_digits(&p, 2, &day) < 0 || (*p != 'T' && *p != 't' && *p != ' '))
                 return -EINVAL;
         p++;
-        if ((r = parse_digits(&p, 2, &hour)) < 0 || *p++ != ':' || (r = parse_digits(&p, 2, &min)) < 0)
+        if (parse_digits(&p, 2, &hour) < 0 || *p++ != ':' || parse_digits(&p, 2, &min) < 0)
                 return -EINVAL;
         if (*p == ':') {
                 p++;
-                if ((r = parse_digits(&p, 2, &sec)) < 0)
+                if (parse_digits(&p, 2, &sec) < 0)
                         return -EINVAL;
                 if (*p == '.' || *p == ',') {
                         usec_t scale = USEC_PER_SEC / 10;

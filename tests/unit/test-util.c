@@ -206,7 +206,7 @@ static void test_read_token_file(void **state) {
         /* At most 4 KiB: 4096 bytes are fine, 4097 and 1 MB are refused whole. */
         big = malloc(big_size + 1);
         assert_non_null(big);
-        memset(big, ' ', 4096);
+        memset(big, ' ', 4097); /* the 4097 bytes written below, all defined */
         memcpy(big + 100, TOKEN, strlen(TOKEN));
         write_bytes(path, big, 4096);
         assert_int_equal(read_token_file(path, &t, &why), 0);
