@@ -702,7 +702,7 @@ static int on_replay(const JournalRecord *r, void *userdata) {
         return manager_apply_record(userdata, r);
 }
 
-static int emit_live_records(Journal *j, void *userdata) {
+int manager_emit_live_records(Journal *j, void *userdata) {
         Manager *m = userdata;
         int r;
 
@@ -732,7 +732,7 @@ static int on_idle_compact(sd_event_source *s, void *userdata) {
                 threshold *= 2;
         if (journal_n_records(m->journal) <= threshold)
                 return 0;
-        r = journal_compact(m->journal, emit_live_records, m);
+        r = journal_compact(m->journal, manager_emit_live_records, m);
         if (r < 0 && !m->compact_failed)
                 log_warning_errno(r, "Compacting the journal failed, keeping the old one: %m");
         else if (r >= 0 && m->compact_failed)

@@ -258,6 +258,7 @@ bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t withi
  * them to memory with the same code that replays them. */
 int manager_record(Manager *m, const JournalRecord *r, size_t n);
 int manager_apply_record(Manager *m, const JournalRecord *r);
+int manager_emit_live_records(Journal *j, void *userdata); /* journal_emit_t: the live state */
 void env_need_self(Env *e);                /* look up the management token if not done */
 bool env_uses_file(Env *e, const char *path); /* same file (device+inode) as its token? */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id);

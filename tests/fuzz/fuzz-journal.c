@@ -110,22 +110,6 @@ static char *dump_state(Manager *m) {
         return text;
 }
 
-static int emit_live_records(Journal *j, void *userdata) {
-        Manager *m = userdata;
-        int r;
-
-        for (Job *job = m->jobs; job; job = job->next)
-                if ((r = job_emit_records(job)) < 0)
-                        return r;
-        for (Retirement *ret = m->retirements; ret; ret = ret->next)
-                if ((r = retirement_emit_records(ret)) < 0)
-                        return r;
-        for (Scan *s = m->scans; s; s = s->next)
-                if ((r = scan_emit_records(s)) < 0)
-                        return r;
-        return 0;
-}
-
 /* A refusal names the file and, but for the few that concern the file as a whole,
  * the offset. */
 static void check_error(int r, const char *error) {
@@ -215,7 +199,7 @@ static void run_one(const uint8_t *data, size_t size) {
          * same state as in memory. */
         rw.m->journal = j;
         state_before = dump_state(rw.m);
-        r = journal_compact(j, emit_live_records, rw.m);
+        r = journal_compact(j, manager_emit_live_records, rw.m);
         fuzz_check(r == 0);
         {
                 JournalRecord batch[2] = {
