@@ -672,32 +672,24 @@ static void test_corrupt_then_garbage_then_valid(void **state) {
 
 static void test_bad_header(void **state) {
         Fixture *f = *state;
-        _cleanup_free_ char *expected = NULL;
+        static const struct {
+                const char *data;
+                const char *why;
+        } cases[] = {
+                { "dtrotated-journal 3\n", "unsupported journal version '3'" },
+                { "dtrotated-journal 10\nabc\n", "unsupported journal version '10'" },
+                { "dtrotated-journal\n", "not a dtrotated journal (bad header)" },
+                { "dtrotated-journal 1x\n", "unsupported journal version '1x'" },
+                { "[Unit]\nDescription=x\n", "not a dtrotated journal (bad header)" },
+        };
 
         assert_int_equal(mkdir(f->dir, 0700), 0);
-        replace_file(f->path, "dtrotated-journal 3\n", 20);
-        expected = strdup_printf("%s: offset 0: unsupported journal version '3'", f->path);
-        open_fails(f, -EBADMSG, expected);
-        free(expected);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *expected = strdup_printf("%s: offset 0: %s", f->path, cases[i].why);
 
-        replace_file(f->path, "dtrotated-journal 10\nabc\n", 25);
-        expected = strdup_printf("%s: offset 0: unsupported journal version '10'", f->path);
-        open_fails(f, -EBADMSG, expected);
-        free(expected);
-
-        replace_file(f->path, "dtrotated-journal\n", 18);
-        expected = strdup_printf("%s: offset 0: not a dtrotated journal (bad header)", f->path);
-        open_fails(f, -EBADMSG, expected);
-        free(expected);
-
-        replace_file(f->path, "dtrotated-journal 1x\n", 21);
-        expected = strdup_printf("%s: offset 0: unsupported journal version '1x'", f->path);
-        open_fails(f, -EBADMSG, expected);
-        free(expected);
-
-        replace_file(f->path, "[Unit]\nDescription=x\n", 21);
-        expected = strdup_printf("%s: offset 0: not a dtrotated journal (bad header)", f->path);
-        open_fails(f, -EBADMSG, expected);
+                replace_file(f->path, cases[i].data, strlen(cases[i].data));
+                open_fails(f, -EBADMSG, expected);
+        }
 }
 
 /* Journals are created atomically, so an empty journal or one cut short inside its
