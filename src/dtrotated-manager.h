@@ -6,12 +6,11 @@
 #include "dtrotated-api.h"
 #include "dtrotated-config.h"
 #include "dtrotated-curl.h"
+#include "dtrotated-env.h"
 #include "dtrotated-journal.h"
 #include "macro.h"
 
 typedef struct Manager Manager;
-typedef struct Env Env;
-typedef struct Call Call;
 typedef struct Job Job;
 typedef struct Retirement Retirement;
 typedef struct Scan Scan;
@@ -32,59 +31,6 @@ typedef struct Retry {
 #define EXIT_JOURNAL 65   /* EX_DATAERR: the journal is damaged; the unit does not restart */
 #define EXIT_USAGE   64
 #define EXIT_CONFIG  78
-
-/* A request to the Tokens API as the manager sees it: queued per environment so that at
- * most max_parallel run at once, built only when dispatched (so it authenticates with the
- * environment's current token), and retried at once when it met a 401 with a token that
- * has since been replaced (self-rotation, or an operator who replaced the file). */
-/* The Call is gone (freed) by the time this runs; result is valid during the call. */
-typedef void (*call_done_t)(ApiResult *result, void *userdata);
-
-struct Call {
-        Env *env;
-        ApiOp op;
-        bool housekeeping;           /* retirements and scans queue behind rotations */
-        bool reauth_tried;           /* a 401 made us re-read the management token once */
-        char *arg_token;             /* LOOKUP (secret) */
-        char *arg_id;                /* GET, REVOKE, DELETE */
-        char *arg_name;              /* CREATE */
-        char **arg_scopes;           /* CREATE */
-        char *arg_owner;             /* LIST: only this owner's tokens, where the API can */
-        usec_t arg_expires_in;       /* CREATE */
-        ApiRequest *request;         /* while in flight */
-        unsigned auth_generation;    /* env->auth_generation it was built with */
-        call_done_t done;
-        void *userdata;
-        Call *queue_next;
-};
-
-typedef enum EnvSelf {
-        ENV_SELF_UNKNOWN,            /* the management token was not looked up yet */
-        ENV_SELF_PENDING,
-        ENV_SELF_KNOWN,              /* owner, self_id, scopes valid */
-} EnvSelf;
-
-struct Env {
-        Manager *manager;
-        char *name;
-        const EnvConfig *config;     /* NULL: no longer configured (pending steps wait) */
-        char *auth;                  /* the management token (secret), NULL if unreadable */
-        char *auth_error;            /* why auth is NULL */
-        unsigned auth_generation;
-        unsigned in_flight;
-        Call *queue_head, *queue_tail;       /* rotations first ... */
-        Call *hk_head, *hk_tail;             /* ... then housekeeping */
-
-        /* What the API says about the management token: whose it is (the daemon's own
-         * creations are that user's) and what it may do. */
-        EnvSelf self;
-        Call *self_call;             /* that lookup, queued or in flight (owned) */
-        unsigned self_generation;    /* auth_generation the lookup was sent with */
-        char *self_id;
-        char *owner;
-        char **self_scopes;
-        Env *next;
-};
 
 /* The persistent part of a job: one explicit phase, changed only by journal records
  * (job_apply_record(), the same function for replay and for live transitions).
@@ -245,12 +191,6 @@ int manager_reload(Manager *m);
 int manager_show_state(Config *config, FILE *f); /* takes config; -EBADMSG: damaged journal */
 void manager_config_released(Manager *m);  /* a job dropped its old config */
 
-/* Environments and calls (dtrotated-manager.c) */
-Env *manager_get_env(Manager *m, const char *name, bool create);
-int env_load_auth(Env *e);
-Call *call_new(Env *env, ApiOp op, call_done_t done, void *userdata);
-void call_submit(Call *c);
-void call_cancel(Call *c);                 /* abandons and frees; no callback */
 void manager_status_changed(Manager *m);
 void manager_check_once_done(Manager *m);
 bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t within this run? */
@@ -259,8 +199,6 @@ bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t withi
 int manager_record(Manager *m, const JournalRecord *r, size_t n);
 int manager_apply_record(Manager *m, const JournalRecord *r);
 int manager_emit_live_records(Journal *j, void *userdata); /* journal_emit_t: the live state */
-void env_need_self(Env *e);                /* look up the management token if not done */
-bool env_uses_file(Env *e, const char *path); /* same file (device+inode) as its token? */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
 bool event_source_is_armed(sd_event_source *s);
 /* A failed attempt: the next one is due after an exponential backoff (never before the
