@@ -227,6 +227,19 @@ const char *job_state_to_string(JobState s);
 const char *job_phase_to_string(JobPhase p);
 char *format_retry(char *buf, size_t size, usec_t retry_at);
 
+/* Operator requests (dtrotatectl, through the control socket). done runs exactly once,
+ * never from within the call that started the request: error 0 when the request is
+ * finished (for a rotation: the new token is delivered), else a negative errno and a
+ * message saying why. A Job freed with requests pending calls them with -ECANCELED. */
+typedef void (*job_request_done_t)(int error, const char *message, void *userdata);
+/* Rotates now, whatever the schedule (dtrotated-job.c). revoke_now: the old token is
+ * revoked and deleted at once (no revoke_delay, no grace period): for a leaked token. */
+int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userdata);
+/* Puts the previous token back during its grace period and holds the job until the next
+ * rotate (dtrotated-restore.c). Returns -errno with *ret_refusal set when refused at once
+ * (e.g. the previous token is gone). */
+int job_restore(Job *j, job_request_done_t done, void *userdata, char **ret_refusal);
+
 /* Retirements (dtrotated-retire.c) */
 Retirement *retirement_new(Manager *m, const char *env, const char *id, const char *job,
                            usec_t revoke_at, usec_t grace);
