@@ -246,6 +246,11 @@ static usec_t job_due(Job *j) {
         return due;
 }
 
+/* For status and --dry-run: when the job's current token is due (j->config set). */
+usec_t job_due_at(Job *j) {
+        return job_due(j);
+}
+
 bool job_is_active(Job *j) {
         return j->call || j->hook || retry_armed(&j->retry) || j->waiting_self;
 }

@@ -226,6 +226,7 @@ int job_emit_records(Job *j);              /* compaction */
 const char *job_state_to_string(JobState s);
 const char *job_phase_to_string(JobPhase p);
 char *format_retry(char *buf, size_t size, usec_t retry_at);
+usec_t job_due_at(Job *j);                 /* when the current token is due (config set) */
 
 /* Operator requests (dtrotatectl, through the control socket). done runs exactly once,
  * never from within the call that started the request: error 0 when the request is

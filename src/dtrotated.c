@@ -6,6 +6,7 @@
 #include <sys/prctl.h>
 #include <syslog.h>
 
+#include "dtrotated-check.h"
 #include "dtrotated-config.h"
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
@@ -13,6 +14,7 @@
 typedef struct Args {
         const char *config;
         bool check_config;
+        bool dry_run;
         bool show_state;
         bool once;
         bool to_stderr;
@@ -21,7 +23,7 @@ typedef struct Args {
 
 static void usage(FILE *f) {
         fprintf(f,
-                "Usage: dtrotated [-c FILE] [--check-config | --show-state] [--once] [--stderr] [--debug]\n"
+                "Usage: dtrotated [-c FILE] [--check-config | --show-state | --dry-run] [--once] [--stderr] [--debug]\n"
                 "       dtrotated --version | --help\n"
                 "\n"
                 "Rotates Dynatrace API tokens: creates a new token, writes it to its file,\n"
@@ -30,6 +32,8 @@ static void usage(FILE *f) {
                 "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG_FILE ")\n"
                 "  -n, --check-config check the configuration, print every problem, exit\n"
                 "  -S, --show-state   print what the journal says (read-only), exit\n"
+                "      --dry-run      look up every token, print what would be done and when,\n"
+                "                     change nothing, exit\n"
                 "  -1, --once         do what is due now, then exit (for cron/timers)\n"
                 "  -s, --stderr       also log to standard error\n"
                 "  -d, --debug        log debug messages too\n"
@@ -46,6 +50,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'n' },
                 { "show-state", no_argument, NULL, 'S' },
+                { "dry-run", no_argument, NULL, 'D' },
                 { "once", no_argument, NULL, '1' },
                 { "stderr", no_argument, NULL, 's' },
                 { "debug", no_argument, NULL, 'd' },
@@ -67,6 +72,9 @@ static int parse_args(int argc, char **argv, Args *a) {
                         break;
                 case 'S':
                         a->show_state = true;
+                        break;
+                case 'D':
+                        a->dry_run = true;
                         break;
                 case '1':
                         a->once = true;
@@ -95,6 +103,10 @@ static int parse_args(int argc, char **argv, Args *a) {
         if (optind < argc) {
                 fprintf(stderr, "dtrotated: unexpected argument '%s'\n", argv[optind]);
                 usage(stderr);
+                return -1;
+        }
+        if (a->dry_run + a->check_config + a->show_state + a->once > 1) {
+                fprintf(stderr, "dtrotated: --dry-run, --check-config, --show-state and --once exclude each other\n");
                 return -1;
         }
         return 1;
@@ -133,6 +145,24 @@ static int show_state(const char *path) {
         return r == -EBADMSG ? EXIT_JOURNAL : r < 0 ? EXIT_RUNTIME : 0;
 }
 
+static int do_dry_run(const char *path) {
+        _cleanup_(config_freep) Config *c = NULL;
+        int r = config_load(path, &c, print_problem, NULL);
+
+        if (r < 0)
+                return EXIT_CONFIG;
+        r = api_global_init();
+        if (r >= 0) {
+                r = dry_run(c, stdout);
+                api_global_cleanup();
+        }
+        if (r == -EBADMSG)
+                return EXIT_JOURNAL;
+        if (r < 0 && r != -EIO)
+                fprintf(stderr, "%s: dry run failed: %s\n", path, strerror(-r));
+        return r < 0 ? EXIT_RUNTIME : 0;
+}
+
 /* A daemon started with stdin, stdout or stderr closed would hand those numbers to the
  * first files it opens, and a stray write would land in the journal or a token file. */
 static void fix_std_fds(void) {
@@ -163,6 +193,8 @@ int main(int argc, char **argv) {
                 return r == 0 ? 0 : EXIT_USAGE;
         if (a.check_config)
                 return check_config(a.config);
+        if (a.dry_run)
+                return do_dry_run(a.config);
         if (a.show_state)
                 return show_state(a.config);
 
