@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* `--dry-run`: what the API says about every configured token, and what the daemon would
- * do, without changing anything. It runs the daemon's own environments and request
+/* `--check-config --online` and `--dry-run`: what the API says about every configured
+ * token, without changing anything. Both run the daemon's own environments and request
  * queues (dtrotated-env.c) on a manager that has no journal open, no jobs started and
  * no timers: the only requests are lookups. */
 #include <stdarg.h>
@@ -170,6 +170,91 @@ static int probe_run(Probe *p, const Config *c, bool journal) {
                         return r;
         }
         return 0;
+}
+
+/* ---- --check-config --online ---- */
+
+static void report_line(config_report_t report, void *userdata, int prio, const char *file, int line,
+                        const char *fmt, ...) _printf_(6, 7);
+static void report_line(config_report_t report, void *userdata, int prio, const char *file, int line,
+                        const char *fmt, ...) {
+        _cleanup_free_ char *what = NULL, *msg = NULL;
+        va_list ap;
+
+        va_start(ap, fmt);
+        if (vasprintf(&what, fmt, ap) < 0)
+                what = NULL;
+        va_end(ap);
+        if (line > 0)
+                msg = strdup_printf("%s:%d: %s", file, line, strna(what));
+        else
+                msg = strdup_printf("%s: %s", file, strna(what));
+        report(prio, msg ?: "out of memory", userdata);
+}
+
+/* What the management token must be allowed: v1 one scope for everything; v2 write to
+ * create, revoke and delete, read to confirm revokes, to scan for leftovers and to see
+ * when a token was last used. */
+static const char *const scopes_v1[] = { "TenantTokenManagement", NULL };
+static const char *const scopes_v2[] = { "apiTokens.read", "apiTokens.write", NULL };
+
+int online_check(const Config *c, config_report_t report, void *userdata) {
+        _cleanup_(probe_done) Probe p = {};
+        usec_t now = now_realtime();
+        size_t errors = 0;
+        int r;
+
+        r = probe_run(&p, c, false);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < c->n_envs; i++) {
+                const EnvConfig *ec = &c->envs[i];
+                const Lookup *l = &p.envs[i];
+                const char *file = ec->management_token_file_source ?: c->path;
+                int line = ec->management_token_file ? ec->management_token_file_line : ec->line;
+
+                if (!l->ok) {
+                        report_line(report, userdata, LOG_ERR, file, line, "environment '%s': %s",
+                                    ec->name, strna(l->error));
+                        errors++;
+                        continue;
+                }
+                for (const char *const *s = ec->api == API_V1 ? scopes_v1 : scopes_v2; *s; s++)
+                        if (!strv_contains(l->info.scopes, *s)) {
+                                report_line(report, userdata, LOG_ERR, file, line,
+                                            "environment '%s': the management token %s lacks the scope %s",
+                                            ec->name, strna(l->info.id), *s);
+                                errors++;
+                        }
+        }
+        for (size_t i = 0; i < c->n_jobs; i++) {
+                const JobConfig *jc = &c->jobs[i];
+                const Lookup *l = &p.jobs[i];
+                const char *file = jc->file_source ?: c->path;
+                char ts[FORMAT_TIMESTAMP_MAX];
+
+                if (!l->ok) {
+                        report_line(report, userdata, LOG_ERR, file, jc->file_line, "token '%s': %s", jc->name,
+                                    strna(l->error));
+                        errors++;
+                        continue;
+                }
+                if (!jc->scopes && strv_length(l->info.scopes) == 0) {
+                        report_line(report, userdata, LOG_ERR, file, jc->file_line,
+                                    "token '%s': token %s has no scopes and none are configured: it cannot be rotated",
+                                    jc->name, strna(l->info.id));
+                        errors++;
+                }
+                if (l->info.revoked)
+                        report_line(report, userdata, LOG_WARNING, file, jc->file_line,
+                                    "token '%s': token %s in %s is revoked: the daemon rotates it at once",
+                                    jc->name, strna(l->info.id), jc->file);
+                else if (l->info.expires != USEC_INFINITY && l->info.expires <= now)
+                        report_line(report, userdata, LOG_WARNING, file, jc->file_line,
+                                    "token '%s': token %s in %s expired at %s", jc->name, strna(l->info.id),
+                                    jc->file, format_timestamp(ts, sizeof(ts), l->info.expires));
+        }
+        return errors ? -EINVAL : 0;
 }
 
 /* ---- --dry-run ---- */

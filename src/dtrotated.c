@@ -14,6 +14,7 @@
 typedef struct Args {
         const char *config;
         bool check_config;
+        bool online;
         bool dry_run;
         bool show_state;
         bool once;
@@ -23,7 +24,7 @@ typedef struct Args {
 
 static void usage(FILE *f) {
         fprintf(f,
-                "Usage: dtrotated [-c FILE] [--check-config | --show-state | --dry-run] [--once] [--stderr] [--debug]\n"
+                "Usage: dtrotated [-c FILE] [--check-config [--online] | --show-state | --dry-run] [--once] [--stderr] [--debug]\n"
                 "       dtrotated --version | --help\n"
                 "\n"
                 "Rotates Dynatrace API tokens: creates a new token, writes it to its file,\n"
@@ -31,6 +32,8 @@ static void usage(FILE *f) {
                 "\n"
                 "  -c, --config FILE  configuration file (default " DEFAULT_CONFIG_FILE ")\n"
                 "  -n, --check-config check the configuration, print every problem, exit\n"
+                "      --online       with --check-config: also look up every token and check\n"
+                "                     the management tokens' scopes with the API\n"
                 "  -S, --show-state   print what the journal says (read-only), exit\n"
                 "      --dry-run      look up every token, print what would be done and when,\n"
                 "                     change nothing, exit\n"
@@ -50,6 +53,7 @@ static int parse_args(int argc, char **argv, Args *a) {
                 { "config", required_argument, NULL, 'c' },
                 { "check-config", no_argument, NULL, 'n' },
                 { "show-state", no_argument, NULL, 'S' },
+                { "online", no_argument, NULL, 'O' },
                 { "dry-run", no_argument, NULL, 'D' },
                 { "once", no_argument, NULL, '1' },
                 { "stderr", no_argument, NULL, 's' },
@@ -72,6 +76,9 @@ static int parse_args(int argc, char **argv, Args *a) {
                         break;
                 case 'S':
                         a->show_state = true;
+                        break;
+                case 'O':
+                        a->online = true;
                         break;
                 case 'D':
                         a->dry_run = true;
@@ -105,6 +112,10 @@ static int parse_args(int argc, char **argv, Args *a) {
                 usage(stderr);
                 return -1;
         }
+        if (a->online && !a->check_config) {
+                fprintf(stderr, "dtrotated: --online needs --check-config\n");
+                return -1;
+        }
         if (a->dry_run + a->check_config + a->show_state + a->once > 1) {
                 fprintf(stderr, "dtrotated: --dry-run, --check-config, --show-state and --once exclude each other\n");
                 return -1;
@@ -120,7 +131,7 @@ static void log_problem(int prio, const char *msg, void *userdata) {
         log_full(prio, 0, "%s", msg);
 }
 
-static int check_config(const char *path) {
+static int check_config(const char *path, bool online) {
         _cleanup_(config_freep) Config *c = NULL;
         int r = config_load(path, &c, print_problem, NULL);
 
@@ -130,8 +141,22 @@ static int check_config(const char *path) {
          * the other jobs). */
         if (config_check_files(c, print_problem, NULL) < 0)
                 return EXIT_CONFIG;
-        printf("%s: OK: %zu token%s in %zu environment%s, state in %s\n", path, c->n_jobs,
-               c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s", c->state_directory);
+        if (online) {
+                r = api_global_init();
+                if (r >= 0) {
+                        r = online_check(c, print_problem, NULL);
+                        api_global_cleanup();
+                }
+                if (r == -EINVAL)
+                        return EXIT_CONFIG;
+                if (r < 0) {
+                        fprintf(stderr, "%s: cannot check online: %s\n", path, strerror(-r));
+                        return EXIT_RUNTIME;
+                }
+        }
+        printf("%s: OK: %zu token%s in %zu environment%s, state in %s%s\n", path, c->n_jobs,
+               c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s", c->state_directory,
+               online ? "; every token looked up" : "");
         return 0;
 }
 
@@ -192,7 +217,7 @@ int main(int argc, char **argv) {
         if (r <= 0)
                 return r == 0 ? 0 : EXIT_USAGE;
         if (a.check_config)
-                return check_config(a.config);
+                return check_config(a.config, a.online);
         if (a.dry_run)
                 return do_dry_run(a.config);
         if (a.show_state)
