@@ -330,8 +330,13 @@ static void dry_run_job(Manager *m, const JobConfig *jc, const Lookup *l, FILE *
                 : format_timestamp(ts, sizeof(ts), add_sat(due, jc->expires_in)));
         fprintf(f, "  write: %s%s%s\n", jc->file, jc->on_rotate ? ", then run " : "", (jc->on_rotate ?: ""));
         revoke_at = add_sat(due, jc->revoke_delay);
-        fprintf(f, "  revoke: %s at %s (revoke_delay %s)\n", strna(info->id),
+        fprintf(f, "  revoke: %s at %s (revoke_delay %s)", strna(info->id),
                 format_timestamp(ts, sizeof(ts), revoke_at), format_duration(d, sizeof(d), jc->revoke_delay));
+        if (jc->revoke_when_unused)
+                fprintf(f, ", once unused for %s, at %s at the latest",
+                        format_duration(d, sizeof(d), jc->revoke_when_unused),
+                        format_timestamp(ts, sizeof(ts), add_sat(revoke_at, jc->revoke_when_unused_max)));
+        fputc('\n', f);
         fprintf(f, "  delete: %s at %s (grace_period %s after the confirmed revoke)\n", strna(info->id),
                 format_timestamp(ts, sizeof(ts), add_sat(revoke_at, jc->grace_period)),
                 format_duration(d, sizeof(d), jc->grace_period));
@@ -358,8 +363,15 @@ int dry_run(const Config *c, FILE *f) {
         }
         for (Retirement *ret = p.m->retirements; ret; ret = ret->next) {
                 bool del = ret->state == RETIRE_WAIT_DELETE;
-                fprintf(f, "pending: %s %s (job %s, %s) %s\n", del ? "delete" : "revoke", ret->id,
+                fprintf(f, "pending: %s %s (job %s, %s) %s", del ? "delete" : "revoke", ret->id,
                         strna(ret->job), ret->env_name, when(w, sizeof(w), del ? ret->delete_at : ret->revoke_at, now));
+                if (!del && ret->unused) {
+                        char d[FORMAT_DURATION_MAX], ts[FORMAT_TIMESTAMP_MAX];
+                        fprintf(f, ", once unused for %s, at %s at the latest",
+                                format_duration(d, sizeof(d), ret->unused),
+                                format_timestamp(ts, sizeof(ts), ret->unused_until));
+                }
+                fputc('\n', f);
         }
         for (Scan *s = p.m->scans; s; s = s->next) {
                 fprintf(f, "pending: leftover scan for '");

@@ -35,6 +35,7 @@
 #define DEFAULT_REQUEST_TIMEOUT (30 * USEC_PER_SEC)
 #define DEFAULT_MAX_PARALLEL 4U
 #define DEFAULT_GRACE_PERIOD (7 * USEC_PER_DAY)
+#define DEFAULT_REVOKE_WHEN_UNUSED_MAX (7 * USEC_PER_DAY)
 #define DEFAULT_REVOKE_DELAY ((usec_t) 0)
 /* renew_before: a third of the lifetime, at most this (and this for "never"). */
 #define DEFAULT_RENEW_BEFORE_MAX (7 * USEC_PER_DAY)
@@ -351,6 +352,7 @@ static const char *const job_keys[] = {
         "name", "environment", "file", "rotate_every", "grace_period", "revoke_delay",
         "renew_before", "expires_in", "scopes", "token_name", "mode", "owner", "group",
         "on_rotate",
+        "revoke_when_unused", "revoke_when_unused_max",
 };
 
 typedef struct KeySet {
@@ -1040,6 +1042,7 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
         *j = (JobConfig) {
                 .grace_period = DEFAULT_GRACE_PERIOD,
                 .revoke_delay = DEFAULT_REVOKE_DELAY,
+                .revoke_when_unused_max = DEFAULT_REVOKE_WHEN_UNUSED_MAX,
                 .mode = JOB_MODE_KEEP,
                 .uid = (uid_t) -1,
                 .gid = (gid_t) -1,
@@ -1094,6 +1097,15 @@ static int parse_job(Ctx *ctx, const config_setting_t *g, unsigned pos, Config *
                               "a year (365d)", &j->grace_period, NULL);
         (void) group_duration(&grp, "revoke_delay", false, false, 0, USEC_PER_YEAR,
                               "a year (365d)", &j->revoke_delay, NULL);
+        {
+                const config_setting_t *s_unused = NULL, *s_max = NULL;
+                int ru = group_duration(&grp, "revoke_when_unused", false, false, 1, USEC_PER_YEAR,
+                                        "a year (365d)", &j->revoke_when_unused, &s_unused);
+                int rm = group_duration(&grp, "revoke_when_unused_max", false, false, 1, USEC_PER_YEAR,
+                                        "a year (365d)", &j->revoke_when_unused_max, &s_max);
+                if (rm > 0 && ru == 0)
+                        warning_at(ctx, s_max, "revoke_when_unused_max has no effect without revoke_when_unused");
+        }
         r = group_duration(&grp, "renew_before", false, false, 0, USEC_PER_YEAR,
                            "a year (365d)", &j->renew_before, &s_renew);
         renew_ok = r >= 0;
@@ -1782,6 +1794,8 @@ bool job_config_equal(const JobConfig *a, const JobConfig *b) {
               a->rotate_every == b->rotate_every &&
               a->grace_period == b->grace_period &&
               a->revoke_delay == b->revoke_delay &&
+              a->revoke_when_unused == b->revoke_when_unused &&
+              a->revoke_when_unused_max == b->revoke_when_unused_max &&
               a->renew_before == b->renew_before &&
               a->expires_in == b->expires_in &&
               ((!a->scopes && !b->scopes) ||

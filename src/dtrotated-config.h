@@ -42,6 +42,9 @@ typedef struct JobConfig {
         usec_t rotate_every;          /* required, > 0 */
         usec_t grace_period;          /* default 7d, <= 1 year */
         usec_t revoke_delay;          /* default 0s, <= 1 year */
+        usec_t revoke_when_unused;    /* 0 (default): revoke when due; else revoke only once
+                                       * the old token was not used for this long, <= 1 year */
+        usec_t revoke_when_unused_max;/* default 7d, <= 1 year: then revoke anyway */
         usec_t renew_before;          /* default (filled in by the loader) a third of
                                        * expires_in, at most 7d; 7d when expires_in is
                                        * "never" */

@@ -778,7 +778,11 @@ static void job_finish_rotation(Job *j) {
         JournalRecord recs[2] = {
                 /* One batch: the old token is never forgotten before its retirement is. */
                 { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
-                  .at = now + c->revoke_delay, .grace = c->grace_period },
+                  .at = now + c->revoke_delay, .grace = c->grace_period,
+                  /* revoke_when_unused: the give-up time is fixed now, so that neither a
+                   * restart nor an edit of the configuration moves it. */
+                  .unused = c->revoke_when_unused,
+                  .until = c->revoke_when_unused ? now + c->revoke_delay + c->revoke_when_unused_max : 0 },
                 { .type = JOURNAL_ROTATED, .job = j->name, .env = j->env->name, .id = j->delivered_id,
                   .old_id = j->cur_id, .created = j->delivered_created,
                   .expires = j->delivered_expires, .at = now },

@@ -20,13 +20,13 @@
  *             or forget
  *   key=value one field per key the record carries, separated by single spaces, in the
  *             order job= env= id= old= name= at= created= expires= grace= until=
- *             batch= (readers accept any order; a key appears at most once)
+ *             unused= batch= (readers accept any order; a key appears at most once)
  *
  * job, env, id, old and name are strings: every byte outside 0x21..0x7e, and '%' and
  * '=', is written as %XX (two uppercase hex digits; readers accept either case), so a
  * value never contains a space and may be any byte string without NUL. An empty string
  * is written as "key=" and differs from an absent key.
- * at, created, expires, grace and until are times in microseconds, in decimal ("never"
+ * at, created, expires, grace, until and unused are times in microseconds, in decimal ("never"
  * for the largest value, 2^64-1, meaning no expiry). A time of 0 is not written: an
  * absent time key means 0.
  *
@@ -35,7 +35,7 @@
  *   create     job env             old name at
  *   delivered  job env id          old created expires
  *   rotated    job env id          old created expires
- *   retire     env id              job at grace
+ *   retire     env id              job at grace until unused
  *   revoked    env id              at
  *   deleted    env id
  *   scan       job env name        at grace until
@@ -50,6 +50,9 @@
  * together, are never replayed one without the other. The first line of a batch
  * without the lines before it, or a batch cut off by anything but the end of the file
  * (the next batch, say), is damage.
+ *
+ * A retire record carries until= and unused= together or neither (revoke_when_unused:
+ * revoke once the token was unused for `unused`, at `until` at the latest).
  *
  * Any other key in a record of that type, an unknown type or key, a missing required
  * key, a bad number or escape, a bad batch=, a byte outside 0x20..0x7e, or a wrong
@@ -180,6 +183,7 @@ typedef enum Key {
         KEY_EXPIRES,
         KEY_GRACE,
         KEY_UNTIL,
+        KEY_UNUSED,
         _KEY_MAX,
 } Key;
 
@@ -199,6 +203,7 @@ static const struct {
         [KEY_EXPIRES] = { "expires", offsetof(JournalRecord, expires) },
         [KEY_GRACE]   = { "grace",   offsetof(JournalRecord, grace) },
         [KEY_UNTIL]   = { "until",   offsetof(JournalRecord, until) },
+        [KEY_UNUSED]  = { "unused",  offsetof(JournalRecord, unused) },
 };
 
 static const struct {
@@ -214,7 +219,8 @@ static const struct {
         [JOURNAL_ROTATED]   = { "rotated",   K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
                                              K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) | K(KEY_AT) },
         [JOURNAL_RETIRE]    = { "retire",    K(KEY_ENV) | K(KEY_ID),
-                                             K(KEY_JOB) | K(KEY_AT) | K(KEY_GRACE) },
+                                             K(KEY_JOB) | K(KEY_AT) | K(KEY_GRACE) |
+                                             K(KEY_UNTIL) | K(KEY_UNUSED) },
         [JOURNAL_REVOKED]   = { "revoked",   K(KEY_ENV) | K(KEY_ID), K(KEY_AT) },
         [JOURNAL_DELETED]   = { "deleted",   K(KEY_ENV) | K(KEY_ID), 0 },
         [JOURNAL_SCAN]      = { "scan",      K(KEY_JOB) | K(KEY_ENV) | K(KEY_NAME),
@@ -276,6 +282,11 @@ static int record_check(const JournalRecord *r, char *err, size_t err_size) {
                                  types[r->type].name);
                         return -EINVAL;
                 }
+        }
+        if (r->type == JOURNAL_RETIRE && !r->unused != !r->until) {
+                snprintf(err, err_size, "retire record with %s= but without %s=",
+                         r->unused ? "unused" : "until", r->unused ? "until" : "unused");
+                return -EINVAL;
         }
         return 0;
 }

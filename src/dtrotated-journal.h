@@ -21,8 +21,10 @@ typedef enum JournalType {
                              * job's file; hook owed */
         JOURNAL_ROTATED,    /* job env [old] id created expires [at]: done, id is the job's
                              * token; `at` is the local time of the rotation */
-        JOURNAL_RETIRE,     /* env id [job] at grace: revoke id at `at`, delete `grace` after
-                             * the confirmed revoke */
+        JOURNAL_RETIRE,     /* env id [job] at grace [unused until]: revoke id at `at`, delete
+                             * `grace` after the confirmed revoke; with unused (revoke_when_
+                             * unused), revoke only once id was not used for that long, but
+                             * at `until` at the latest */
         JOURNAL_REVOKED,    /* env id at: revoke confirmed; delete at `at` */
         JOURNAL_DELETED,    /* env id: gone; the retirement is finished */
         JOURNAL_SCAN,       /* job env name at until grace: tokens named `name` created
@@ -50,7 +52,10 @@ typedef struct JournalRecord {
         usec_t created;        /* JOB, DELIVERED, ROTATED */
         usec_t expires;        /* JOB, DELIVERED, ROTATED; USEC_INFINITY = never */
         usec_t grace;          /* RETIRE, SCAN */
-        usec_t until;          /* SCAN: end of the window of create attempts it covers */
+        usec_t until;          /* SCAN: end of the window of create attempts it covers;
+                                * RETIRE: when to stop waiting for `unused` and revoke */
+        usec_t unused;         /* RETIRE: revoke once the token's last use is this long ago
+                                * (0: at once); set together with until, or neither */
 } JournalRecord;
 
 typedef struct Journal Journal;

@@ -695,6 +695,11 @@ int manager_show_state(Config *config, FILE *f) {
                 fprintf(f, "retire %s env=%s job=%s state=%s", ret->id, ret->env_name, strna(ret->job),
                         ret->state == RETIRE_WAIT_DELETE ? "delete" : "revoke");
                 print_time(f, "at", ret->state == RETIRE_WAIT_DELETE ? ret->delete_at : ret->revoke_at);
+                if (ret->unused && ret->state != RETIRE_WAIT_DELETE) {
+                        char d[FORMAT_DURATION_MAX];
+                        fprintf(f, " when-unused=%s", format_duration(d, sizeof(d), ret->unused));
+                        print_time(f, "give-up", ret->unused_until);
+                }
                 fputc('\n', f);
         }
         for (Scan *s = m->scans; s; s = s->next) {

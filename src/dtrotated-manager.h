@@ -126,6 +126,17 @@ struct Retirement {
         Retry retry;
         Call *call;
         Retirement *next;
+
+        /* revoke_when_unused (journaled in RETIRE): revoke only once the token was not
+         * used for `unused`, but at `unused_until` (revoke_at + revoke_when_unused_max)
+         * at the latest. 0: revoke when due. */
+        usec_t unused;
+        usec_t unused_until;
+        /* Runtime, for status: the token was used recently; the revoke waits until this
+         * time, then its last use is looked at again (0: not waiting). */
+        usec_t waiting_unused_until;
+        usec_t last_use;             /* the last use the API reported (0: never/unknown) */
+        bool unused_checked;         /* the wait is over (unused, or given up) */
 };
 
 /* A leftover scan: a create whose answer never arrived intact may have made a token

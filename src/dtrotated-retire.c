@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* Retiring an old token: revoke it once its replacement is in place (after revoke_delay),
- * then delete it grace_period after the *confirmed* revoke. Retirements are keyed by
+ * with revoke_when_unused only once the API says it was not used for that long (or when
+ * revoke_when_unused_max has passed), then delete it grace_period after the *confirmed*
+ * revoke. Retirements are keyed by
  * environment and token id, not by job, so an edited or removed job never orphans one. */
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
@@ -72,6 +74,8 @@ int retirement_apply_record(Manager *m, const JournalRecord *rec) {
                 r = retirement_new(m, rec->env, rec->id, rec->job, rec->at, rec->grace);
                 if (!r)
                         return -ENOMEM;
+                r->unused = rec->unused;
+                r->unused_until = rec->until;
                 if (m->running)
                         retirement_start(r);
                 return 0;
@@ -97,7 +101,7 @@ bool retirement_is_active(Retirement *r) {
 int retirement_emit_records(Retirement *r) {
         int k = journal_compact_add(r->manager->journal, &(JournalRecord) {
                 .type = JOURNAL_RETIRE, .env = r->env_name, .id = r->id, .job = r->job,
-                .at = r->revoke_at, .grace = r->grace });
+                .at = r->revoke_at, .grace = r->grace, .unused = r->unused, .until = r->unused_until });
         if (k >= 0 && r->state == RETIRE_WAIT_DELETE)
                 k = journal_compact_add(r->manager->journal, &(JournalRecord) {
                         .type = JOURNAL_REVOKED, .env = r->env_name, .id = r->id, .at = r->delete_at });
@@ -140,6 +144,37 @@ static void retirement_fail(Retirement *r, bool permanent, const char *error, us
 static void on_revoke(ApiResult *res, void *userdata);
 static void on_confirm(ApiResult *res, void *userdata);
 static void on_delete(ApiResult *res, void *userdata);
+static void on_last_use(ApiResult *res, void *userdata);
+
+/* revoke_when_unused: true when the revoke may go ahead; otherwise the token's last use
+ * is being looked up (r->call) or the retirement failed. */
+static bool retirement_unused_wait(Retirement *r) {
+        char ts[FORMAT_TIMESTAMP_MAX], d[FORMAT_DURATION_MAX];
+
+        if (r->state != RETIRE_WAIT_REVOKE || !r->unused || r->unused_checked)
+                return true;
+        if (now_realtime() >= r->unused_until) {
+                r->unused_checked = true;
+                r->waiting_unused_until = 0;
+                log_job(LOG_WARNING, strna(r->job), NULL, r->id, NULL, 0,
+                        "token %s was still in use (last used %s): revoke_when_unused_max is reached, revoking it anyway; consumers still using it will lose access",
+                        r->id, r->last_use ? format_timestamp(ts, sizeof(ts), r->last_use) : "recently");
+                return true;
+        }
+        r->call = call_new(r->env, API_GET, on_last_use, r);
+        if (!r->call || !(r->call->arg_id = strdup(r->id))) {
+                call_cancel(TAKE_PTR(r->call));
+                retirement_fail(r, false, "out of memory", 0);
+                return false;
+        }
+        log_job(LOG_DEBUG, strna(r->job), NULL, r->id, NULL, 0,
+                "looking up when %s was last used (revoke_when_unused %s)", r->id,
+                format_duration(d, sizeof(d), r->unused));
+        r->call->housekeeping = true;
+        call_submit(r->call);
+        manager_status_changed(r->manager);
+        return false;
+}
 
 static void retirement_step(Retirement *r) {
         static const struct {
@@ -168,6 +203,8 @@ static void retirement_step(Retirement *r) {
         }
         if (r->state == RETIRE_WAIT_REVOKE && streq_ptr(r->env->self_id, r->id))
                 return retirement_fail(r, false, "token is still the environment's management token; not revoking it", 0);
+        if (!retirement_unused_wait(r))
+                return;
         r->call = call_new(r->env, steps[r->state].op, steps[r->state].done, r);
         if (!r->call || !(r->call->arg_id = strdup(r->id))) {
                 call_cancel(TAKE_PTR(r->call));
@@ -250,6 +287,47 @@ static void on_confirm(ApiResult *res, void *userdata) {
                  * the documented 204 is all there is to go by. */
                 return retirement_confirmed(r, " (204; the management token may not read tokens to confirm it)");
         retirement_fail(r, res->class == API_PERMANENT, res->error, res->retry_at);
+}
+
+/* The token's last use, as the API knows it (v1 lastUse, v2 lastUsedDate; none: never
+ * used): revoke now, or wait until it has not been used for r->unused. */
+static void on_last_use(ApiResult *res, void *userdata) {
+        Retirement *r = userdata;
+        Manager *m = r->manager;
+        char ts[FORMAT_TIMESTAMP_MAX], ts2[FORMAT_TIMESTAMP_MAX], ts3[FORMAT_TIMESTAMP_MAX];
+        char d[FORMAT_DURATION_MAX];
+        usec_t now = now_realtime(), quiet;
+
+        r->call = NULL;
+        if (res->class != API_OK && res->status == 404) {
+                retirement_succeeded(r);
+                return retirement_record_deleted(r, "already gone:");
+        }
+        if (res->class != API_OK)
+                /* Retried; the give-up time still applies (retirement_unused_wait()). */
+                return retirement_fail(r, res->class == API_PERMANENT, res->error, res->retry_at);
+        retirement_succeeded(r);
+        r->last_use = res->info.last_use;
+        quiet = r->last_use > USEC_INFINITY - r->unused ? USEC_INFINITY : r->last_use + r->unused;
+        format_duration(d, sizeof(d), r->unused);
+        if (!r->last_use || quiet <= now) {
+                r->unused_checked = true;
+                r->waiting_unused_until = 0;
+                log_job(LOG_INFO, strna(r->job), NULL, r->id, NULL, 0,
+                        "token %s was %s%s, not within revoke_when_unused (%s): revoking it", r->id,
+                        r->last_use ? "last used " : "never used",
+                        r->last_use ? format_timestamp(ts, sizeof(ts), r->last_use) : "", d);
+                return retirement_step(r);
+        }
+        r->waiting_unused_until = MIN(quiet, r->unused_until);
+        log_job(LOG_INFO, strna(r->job), NULL, r->id, NULL, 0,
+                "token %s was used %s, less than revoke_when_unused (%s) ago: not revoking it before %s (and at %s at the latest)",
+                r->id, format_timestamp(ts, sizeof(ts), r->last_use), d,
+                format_timestamp(ts2, sizeof(ts2), r->waiting_unused_until),
+                format_timestamp(ts3, sizeof(ts3), r->unused_until));
+        retirement_schedule(r, r->waiting_unused_until, false);
+        manager_status_changed(m);
+        manager_check_once_done(m);
 }
 
 static void on_delete(ApiResult *res, void *userdata) {

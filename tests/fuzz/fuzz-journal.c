@@ -91,9 +91,11 @@ static char *dump_state(Manager *m) {
                              (unsigned long long) j->delivered_expires);
         }
         for (Retirement *r = m->retirements; r; r = r->next)
-                LINE("retire env=%s id=%s job=%s revoke=%llu grace=%llu state=%d delete=%llu", r->env_name,
-                     r->id, str(r->job), (unsigned long long) r->revoke_at, (unsigned long long) r->grace,
-                     (int) r->state, r->state == RETIRE_WAIT_DELETE ? (unsigned long long) r->delete_at : 0ULL);
+                LINE("retire env=%s id=%s job=%s revoke=%llu grace=%llu state=%d delete=%llu unused=%llu until=%llu",
+                     r->env_name, r->id, str(r->job), (unsigned long long) r->revoke_at,
+                     (unsigned long long) r->grace, (int) r->state,
+                     r->state == RETIRE_WAIT_DELETE ? (unsigned long long) r->delete_at : 0ULL,
+                     (unsigned long long) r->unused, (unsigned long long) r->unused_until);
         for (Scan *s = m->scans; s; s = s->next)
                 LINE("scan env=%s job=%s name=%s %llu..%llu grace=%llu", s->env_name, s->job, s->name,
                      (unsigned long long) s->from, (unsigned long long) s->until,

@@ -959,6 +959,49 @@ static void test_sorted_by_line(void **state) {
         assert_true(strstr(reported[1].text, ":2: ") != NULL);
 }
 
+static void test_revoke_when_unused(void **state) {
+        _cleanup_(config_freep) Config *c = NULL, *d = NULL;
+
+        /* Off by default; the give-up defaults to a week. */
+        c = load_valid(ONE_JOB(""));
+        assert_int_equal(c->jobs[0].revoke_when_unused, 0);
+        assert_int_equal(c->jobs[0].revoke_when_unused_max, 7 * USEC_PER_DAY);
+        c = config_free(c);
+
+        c = load_valid(ONE_JOB("revoke_when_unused = \"1h\"; revoke_when_unused_max = \"2d\";"));
+        expect_counts(0, 0);
+        assert_int_equal(c->jobs[0].revoke_when_unused, USEC_PER_HOUR);
+        assert_int_equal(c->jobs[0].revoke_when_unused_max, 2 * USEC_PER_DAY);
+        d = load_valid(ONE_JOB("revoke_when_unused = \"2h\"; revoke_when_unused_max = \"2d\";"));
+        assert_false(job_config_equal(&c->jobs[0], &d->jobs[0]));
+        d = config_free(d);
+        d = load_valid(ONE_JOB("revoke_when_unused = \"1h\";"));
+        assert_false(job_config_equal(&c->jobs[0], &d->jobs[0]));
+        d = config_free(d);
+
+        /* The limit alone does nothing: a warning at its line. */
+        clear_reported();
+        d = load_valid(ENV_PROD "tokens = (\n  " JOB("a", "/etc/a", "") ",\n"
+                       "  " JOB("b", "/etc/b", "revoke_when_unused_max = \"1d\";") "\n);\n");
+        expect_counts(0, 1);
+        expect_warning(4, "revoke_when_unused_max has no effect without revoke_when_unused");
+        clear_reported();
+
+        load_invalid(ENV_PROD
+                     "tokens = (\n"
+                     "  " JOB("a", "/etc/a", "revoke_when_unused = \"0s\";") ",\n"                  /* 3 */
+                     "  " JOB("b", "/etc/b", "revoke_when_unused = \"1h\"; revoke_when_unused_max = \"366d\";") ",\n" /* 4 */
+                     "  " JOB("c", "/etc/c", "revoke_when_unused = 3600;") ",\n"                    /* 5 */
+                     "  " JOB("d", "/etc/d", "revoke_when_unused = \"never\";") ",\n"               /* 6 */
+                     "  " JOB("e", "/etc/e", "revoke_when_unsed = \"1h\";") "\n"                    /* 7 */
+                     ");\n", 5);
+        expect_error(3, "revoke_when_unused: '0s' must be greater than zero");
+        expect_error(4, "revoke_when_unused_max: '366d' is longer than a year");
+        expect_error(5, "revoke_when_unused must be a string such as \"30d\", not");
+        expect_error(6, "revoke_when_unused: invalid duration 'never'");
+        expect_error(7, "unknown key 'revoke_when_unsed' in a token, did you mean 'revoke_when_unused'?");
+}
+
 /* ---- equality -------------------------------------------------------------------- */
 
 static void test_equal(void **state) {
@@ -1116,6 +1159,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_three_mistakes, teardown),
                 cmocka_unit_test_teardown(test_sorted_by_line, teardown),
                 cmocka_unit_test_teardown(test_equal, teardown),
+                cmocka_unit_test_teardown(test_revoke_when_unused, teardown),
                 cmocka_unit_test_teardown(test_check_files, teardown),
         };
 

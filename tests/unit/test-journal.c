@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "dtrotated-journal.h"
+#include "dtrotated-manager.h"
 #include "dtrotated-util.h"
 
 #define HEADER "dtrotated-journal 2\n"
@@ -134,8 +135,8 @@ static char *describe(const JournalRecord *r) {
         for (size_t i = 0; i < ELEMENTSOF(names); i++)
                 if (values[i])
                         fprintf(f, " %s=[%s]", names[i], values[i]);
-        fprintf(f, " at=%" PRIu64 " created=%" PRIu64 " expires=%" PRIu64 " grace=%" PRIu64 " until=%" PRIu64,
-                r->at, r->created, r->expires, r->grace, r->until);
+        fprintf(f, " at=%" PRIu64 " created=%" PRIu64 " expires=%" PRIu64 " grace=%" PRIu64 " until=%" PRIu64
+                " unused=%" PRIu64, r->at, r->created, r->expires, r->grace, r->until, r->unused);
         assert_int_equal(fclose(f), 0);
         return TAKE_PTR(text);
 }
@@ -401,6 +402,8 @@ static void test_roundtrip_all_types(void **state) {
                 { .type = JOURNAL_ROTATED, .job = "j", .env = "e", .old_id = "o", .id = "i",
                   .created = UINT64_MAX - 1, .expires = 42 },
                 { .type = JOURNAL_RETIRE, .job = "", .env = "e", .id = "i", .at = 7, .grace = USEC_PER_WEEK },
+                { .type = JOURNAL_RETIRE, .job = "j", .env = "e", .id = "u", .at = 7, .grace = USEC_PER_WEEK,
+                  .until = 7 + USEC_PER_DAY, .unused = USEC_PER_HOUR },
                 { .type = JOURNAL_REVOKED, .env = "e", .id = "i", .at = 8 },
                 { .type = JOURNAL_DELETED, .env = "e", .id = "i" },
                 { .type = JOURNAL_SCAN, .job = "j", .env = "e", .name = weird, .at = 9,
@@ -443,6 +446,7 @@ static void test_roundtrip_all_types(void **state) {
         assert_non_null(strstr(data, " job job=j env=e id=i\n"));
         assert_non_null(strstr(data, " create job=j env=e\n"));
         assert_non_null(strstr(data, " retire env=e id=i\n"));
+        assert_non_null(strstr(data, " retire job=j env=e id=u at=7 grace=604800000000 until=86400000007 unused=3600000000\n"));
         assert_non_null(strstr(data, " delivered job=j env=e id=%3D old=o created=11 expires=never\n"));
         assert_non_null(strstr(data, " scan job=j env=e name=\n"));
         for (char *p = data; *p; p++) /* only printable ASCII and newlines */
@@ -497,7 +501,10 @@ static void test_append_rejects_invalid(void **state) {
                 { .type = JOURNAL_RETIRE, .job = "j", .id = "i" },                    /* no env */
                 { .type = JOURNAL_FORGET, .job = "j", .grace = 5 },                   /* grace not allowed */
                 { .type = JOURNAL_DELETED, .env = "e", .id = "i", .name = "n" },      /* name not allowed */
-                { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .until = 3 },        /* until not allowed */
+                { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .until = 3 },        /* until without unused */
+                { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .unused = 3 },       /* unused without until */
+                { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .created = 3 },      /* created not allowed */
+                { .type = JOURNAL_REVOKED, .env = "e", .id = "i", .unused = 3 },      /* unused not allowed */
                 { .type = JOURNAL_CREATE, .job = "j", .env = "e", .grace = 3 },       /* grace not allowed */
                 { .type = _JOURNAL_TYPE_MAX, .job = "j" },
                 { .type = (JournalType) -1, .job = "j" },
@@ -759,6 +766,11 @@ static void test_semantic_damage(void **state) {
                 { "forget job=\xc3\xa9", "invalid byte 0xc3" },
                 { "create job=a env=b grace=5", "grace= not allowed in a create record" },
                 { "job job=a env=b id=c until=5", "until= not allowed in a job record" },
+                { "retire env=e id=i until=5", "retire record with until= but without unused=" },
+                { "retire env=e id=i unused=5", "retire record with unused= but without until=" },
+                { "retire env=e id=i until=5 unused=x", "bad number in unused=" },
+                { "retire env=e id=i until=5 unused=5 unused=5", "duplicate key unused=" },
+                { "revoked env=e id=i at=1 unused=5", "unused= not allowed in a revoked record" },
                 /* Batch markers: a bad one, or record K > 1 without the ones before it. */
                 { "forget job=a batch=1/1", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
                 { "forget job=a batch=0/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
@@ -917,6 +929,60 @@ static void test_compact(void **state) {
         assert_int_equal(journal_size(j), strlen(HEADER));
         assert_int_equal(file_size(f->path), strlen(HEADER));
         journal_close(j);
+}
+
+static int replay_into_manager(const JournalRecord *r, void *userdata) {
+        return manager_apply_record(userdata, r);
+}
+
+static Manager *manager_from_journal(Fixture *f) {
+        _cleanup_free_ char *error = NULL;
+        Manager *m = calloc(1, sizeof(Manager));
+
+        assert_non_null(m);
+        assert_int_equal(journal_open(f->dir, replay_into_manager, m, &m->journal, &error), 0);
+        return m;
+}
+
+/* revoke_when_unused: the retirement's wait and give-up time survive a restart and the
+ * manager's own compaction (retirement_emit_records()). */
+static void test_compact_retire_unused(void **state) {
+        Fixture *f = *state;
+        const JournalRecord recs[] = {
+                { .type = JOURNAL_RETIRE, .job = "a", .env = "prod", .id = "dt0c01.U", .at = 100,
+                  .grace = USEC_PER_WEEK, .until = 100 + 7 * USEC_PER_DAY, .unused = USEC_PER_HOUR },
+                { .type = JOURNAL_RETIRE, .job = "b", .env = "prod", .id = "dt0c01.P", .at = 200,
+                  .grace = USEC_PER_DAY },
+        };
+        Manager *m = manager_from_journal(f);
+        Collector c = {};
+        Retirement *r;
+
+        assert_int_equal(manager_record(m, recs, 2), 0);
+        r = manager_find_retirement(m, "prod", "dt0c01.U");
+        assert_non_null(r);
+        assert_int_equal(r->unused, USEC_PER_HOUR);
+        assert_int_equal(r->unused_until, 100 + 7 * USEC_PER_DAY);
+        assert_int_equal(r->waiting_unused_until, 0);
+        assert_int_equal(manager_find_retirement(m, "prod", "dt0c01.P")->unused, 0);
+        assert_int_equal(journal_compact(m->journal, manager_emit_live_records, m), 0);
+        manager_free(m);
+
+        /* The compacted file holds both records as written (the list order may differ). */
+        journal_close(open_ok(f, &c));
+        assert_int_equal(c.n, 2);
+        for (size_t i = 0; i < ELEMENTSOF(recs); i++) {
+                _cleanup_free_ char *want = describe(&recs[i]);
+                assert_true(streq(c.items[0], want) || streq(c.items[1], want));
+        }
+        collector_done(&c);
+
+        m = manager_from_journal(f);
+        r = manager_find_retirement(m, "prod", "dt0c01.U");
+        assert_non_null(r);
+        assert_int_equal(r->unused, USEC_PER_HOUR);
+        assert_int_equal(r->unused_until, 100 + 7 * USEC_PER_DAY);
+        manager_free(m);
 }
 
 static void test_compact_failure(void **state) {
@@ -1658,6 +1724,7 @@ int main(void) {
                 T(test_locked),
                 T(test_replay_error),
                 T(test_compact),
+                T(test_compact_retire_unused),
                 T(test_compact_failure),
                 T(test_stale_journal_new),
                 T(test_journal_new_without_journal),
