@@ -343,6 +343,7 @@ static bool path_has_dotdot(const char *p) {
 
 static const char *const top_keys[] = {
         "state_directory", "retry_max_delay", "environments", "tokens",
+        "metrics_file",
 };
 static const char *const env_keys[] = {
         "name", "url", "api", "management_token_file", "management_token_credential",
@@ -1342,6 +1343,17 @@ static int parse_config(Ctx *ctx, const config_t *cfg, Config *c) {
         (void) group_duration(&top, "retry_max_delay", false, false, USEC_PER_SEC, USEC_PER_DAY,
                               "a day (1d)", &c->retry_max_delay, NULL);
 
+        {
+                const config_setting_t *s_metrics = NULL;
+                r = group_path(&top, "metrics_file", false, PATH_FILE, &c->metrics_file, &s_metrics);
+                if (r == -ENOMEM)
+                        return r;
+                size_t n = r > 0 ? strlen(c->metrics_file) : 0;
+                if (r > 0 && (n < 5 || !streq(c->metrics_file + n - 5, ".prom")))
+                        warning_at(ctx, s_metrics, "metrics_file: '%s' does not end in .prom: node_exporter's textfile collector reads only *.prom files",
+                                   c->metrics_file);
+        }
+
         envs = top_list(ctx, &top, "environments", "environments defined");
         jobs = top_list(ctx, &top, "tokens", "tokens to rotate");
 
@@ -1744,6 +1756,7 @@ Config *config_free(Config *c) {
         free(c->jobs);
         free(c->path);
         free(c->state_directory);
+        free(c->metrics_file);
         strv_free(c->sources);
         free(c);
         return NULL;

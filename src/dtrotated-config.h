@@ -66,6 +66,7 @@ typedef struct Config {
         char **sources;               /* the configuration files read (main, included) */
         char *state_directory;        /* default $STATE_DIRECTORY, else /var/lib/dtrotated */
         usec_t retry_max_delay;       /* default 1h */
+        char *metrics_file;           /* Prometheus textfile, absolute path, or NULL */
         EnvConfig *envs;
         size_t n_envs;
         JobConfig *jobs;

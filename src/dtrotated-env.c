@@ -3,6 +3,7 @@
 
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
+#include "dtrotated-metrics.h"
 #include "dtrotated-util.h"
 
 /* An environment: one Tokens API, its management token and the queue of calls to it.
@@ -243,6 +244,7 @@ static void on_transfer_done(CurlGlue *g, CURL *easy, CURLcode code, void *userd
                 }
         }
         e->in_flight--;
+        metrics_count_request(e->manager, c->op, r < 0 ? 0 : res.status);
         if (r < 0) {
                 res.class = API_TRANSIENT;
                 res.error = strdup_printf("%s: %s: %s", e->name, api_op_to_string(c->op), strerror(-r));

@@ -6,6 +6,7 @@
 
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
+#include "dtrotated-metrics.h"
 #include "dtrotated-util.h"
 
 #define STATUS_INTERVAL (200 * USEC_PER_MSEC)  /* at most 5 STATUS= updates a second */
@@ -131,6 +132,7 @@ int manager_record(Manager *m, const JournalRecord *r, size_t n) {
                                        m->config->state_directory);
         /* Durable: now memory follows, by the very code that replays it after a crash. */
         for (size_t i = 0; i < n; i++) {
+                metrics_count_record(m, &r[i]);
                 k = manager_apply_record(m, &r[i]);
                 if (k < 0)
                         log_error_errno(k, "Applying a journal record failed: %m");
@@ -240,6 +242,7 @@ static int on_status_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* Coalesces STATUS= updates: one at most every STATUS_INTERVAL, none while idle. */
 void manager_status_changed(Manager *m) {
+        metrics_changed(m);
         if (m->status_dirty)
                 return;
         m->status_dirty = true;
@@ -457,6 +460,7 @@ int manager_reload(Manager *m) {
                  c->n_jobs == 1 ? "" : "s", c->n_envs, c->n_envs == 1 ? "" : "s");
 done:
         manager_send_ready(m);
+        metrics_changed(m);          /* metrics_file may have changed */
         return r;
 }
 
@@ -513,6 +517,9 @@ int manager_new(const char *config_path, Config *config, bool once, Manager **re
         if (r < 0)
                 return r;
         r = curl_glue_new(m->event, &m->curl);
+        if (r < 0)
+                return r;
+        r = metrics_new(&m->metrics);
         if (r < 0)
                 return r;
 
@@ -573,6 +580,7 @@ Manager *manager_free(Manager *m) {
         journal_close(m->journal);
         sd_event_source_disable_unref(m->status_timer);
         sd_event_source_disable_unref(m->once_limit);
+        m->metrics = metrics_free(m->metrics);
         sd_event_unref(m->event);
         config_free(m->config);
         for (size_t i = 0; i < m->n_old_configs; i++)
@@ -639,9 +647,11 @@ int manager_run(Manager *m) {
                  m->config->n_jobs, m->config->n_jobs == 1 ? "" : "s", m->n_retirements,
                  m->n_retirements == 1 ? "" : "s", m->n_scans, m->n_scans == 1 ? "" : "s",
                  m->config->state_directory);
+        metrics_changed(m);
         manager_check_once_done(m);
 
         r = sd_event_loop(m->event);
+        metrics_flush(m);            /* the state at exit, whatever the last write's age */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m"), EXIT_RUNTIME;
         return m->exit_status;

@@ -15,6 +15,7 @@ typedef struct Job Job;
 typedef struct Retirement Retirement;
 typedef struct Scan Scan;
 typedef struct Hook Hook;
+typedef struct Metrics Metrics;
 
 /* What every piece of retried work (a job, a retirement, a scan) keeps: its deadline
  * timer and its failures. */
@@ -192,6 +193,7 @@ struct Manager {
         char *last_status;
         usec_t scan_margin;          /* clock skew allowance for leftover scans */
         usec_t hook_timeout;
+        Metrics *metrics;            /* counters for metrics_file (dtrotated-metrics.c) */
 };
 
 int manager_new(const char *config_path, Config *config, bool once, Manager **ret);

@@ -1002,6 +1002,34 @@ static void test_revoke_when_unused(void **state) {
         expect_error(7, "unknown key 'revoke_when_unsed' in a token, did you mean 'revoke_when_unused'?");
 }
 
+static void test_metrics_file(void **state) {
+        _cleanup_(config_freep) Config *c = NULL;
+
+        c = load_valid(ONE_JOB(""));
+        assert_null(c->metrics_file);
+        c = config_free(c);
+
+        c = load_valid(ONE_JOB("") "metrics_file = \"/var/lib/prometheus/node-exporter//dtrotated.prom\";\n");
+        expect_counts(0, 0);
+        assert_string_equal(c->metrics_file, "/var/lib/prometheus/node-exporter/dtrotated.prom");
+        c = config_free(c);
+
+        c = load_valid(ONE_JOB("") "metrics_file = \"/run/dtrotated.txt\";\n");
+        expect_counts(0, 1);
+        expect_warning(5, "metrics_file: '/run/dtrotated.txt' does not end in .prom");
+        c = config_free(c);
+        clear_reported();
+
+        load_invalid("metrics_file = \"dtrotated.prom\";\n" ONE_JOB(""), 1);
+        expect_error(1, "metrics_file: 'dtrotated.prom' is not an absolute path");
+        load_invalid("metrics_file = 1;\n" ONE_JOB(""), 1);
+        expect_error(1, "metrics_file must be a string (an absolute path), not");
+        load_invalid("metrics_file = \"/\";\n" ONE_JOB(""), 1);
+        expect_error(1, "metrics_file: '/' does not name a file");
+        load_invalid(ONE_JOB("metrics_file = \"/x.prom\";"), 1);
+        expect_error(3, "unknown key 'metrics_file' in a token: it belongs at the top level");
+}
+
 /* ---- equality -------------------------------------------------------------------- */
 
 static void test_equal(void **state) {
@@ -1160,6 +1188,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_sorted_by_line, teardown),
                 cmocka_unit_test_teardown(test_equal, teardown),
                 cmocka_unit_test_teardown(test_revoke_when_unused, teardown),
+                cmocka_unit_test_teardown(test_metrics_file, teardown),
                 cmocka_unit_test_teardown(test_check_files, teardown),
         };
 
