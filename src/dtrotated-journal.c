@@ -1066,6 +1066,10 @@ int journal_open(const char *dir, journal_replay_t replay, void *userdata, Journ
 
         j->fd = openat(j->dir_fd, "journal", O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (j->fd < 0) {
+                /* As journal_load() says of anything but a regular file, and --show-state
+                 * (which opens it read-only) with it: damage, for the operator. */
+                if (errno == EISDIR)
+                        return set_error(ret_error, -EBADMSG, "%s: not a regular file", j->path);
                 if (errno != ENOENT)
                         return set_error(ret_error, -errno, "%s: cannot open: %m", j->path);
                 r = journal_check_orphaned_new(j, false, ret_error);

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+import zlib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 DAEMON = os.path.join(ROOT, "dtrotated")
@@ -23,7 +24,8 @@ TOKEN_RE = re.compile(r"dt0c01\.[A-Z0-9]{24}\.([A-Z0-9]{64})")
 class Fake:
     """The fake Tokens API, started on an ephemeral loopback port."""
 
-    def __init__(self, workdir, *args):
+    def __init__(self, workdir, *args, ssl_context=None):
+        self.ssl_context = ssl_context
         self.port_file = os.path.join(workdir, "fake.port")
         self.proc = subprocess.Popen(
             ["/usr/bin/python3", FAKE, "--port", "0", "--port-file", self.port_file, "--quiet", *args],
@@ -39,7 +41,7 @@ class Fake:
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with urllib.request.urlopen(req, timeout=10, context=self.ssl_context) as r:
             raw = r.read()
             return json.loads(raw) if raw else None
 
@@ -149,9 +151,10 @@ class Notify:
 class Daemon:
     """A running dtrotated (not --once), its stderr collected line by line."""
 
-    def __init__(self, env, args=(), notify=None):
+    def __init__(self, env, args=(), notify=None, extra_env=None):
         self.log = []
         e = dict(os.environ)
+        e.update(extra_env or {})
         if notify:
             e["NOTIFY_SOCKET"] = notify.path
         self.proc = subprocess.Popen([DAEMON, "--stderr", "-c", env.config, *args], stdout=subprocess.DEVNULL,
@@ -196,10 +199,10 @@ class Daemon:
 class Env:
     """A temp directory with a fake API, a management token, token files and a config."""
 
-    def __init__(self, fake_args=(), api="v1"):
+    def __init__(self, fake_args=(), api="v1", ssl_context=None):
         self.dir = tempfile.mkdtemp(prefix="dtrotated-it-")
         os.chmod(self.dir, 0o755)
-        self.fake = Fake(self.dir, *fake_args)
+        self.fake = Fake(self.dir, *fake_args, ssl_context=ssl_context)
         self.api = api
         self.state_dir = os.path.join(self.dir, "state")
         self.config = os.path.join(self.dir, "dtrotated.conf")
@@ -285,3 +288,49 @@ class Env:
 
 def live_tokens(state, name=None):
     return [t for t in state["tokens"] if t.get("deletedAt") is None and (name is None or t["name"] == name)]
+
+
+def journal_line(payload):
+    """One journal record line (CRC-32 of the payload, then the payload)."""
+    return "%08x %s\n" % (zlib.crc32(payload.encode()), payload)
+
+
+def fill(path):
+    """Writes to path until its file system is full; returns how much fitted."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    n = 0
+    try:
+        while True:
+            n += os.write(fd, b"x" * 512)
+    except OSError:
+        return n
+    finally:
+        os.close(fd)
+
+
+def proc_status(pid, key):
+    """A field of /proc/PID/status in KiB (VmHWM, VmRSS, ...), or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time a process has used so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sanitized(pid):
+    """Whether the process runs with AddressSanitizer (its memory figures mean little then)."""
+    try:
+        with open("/proc/%d/maps" % pid) as f:
+            return "libasan" in f.read()
+    except OSError:
+        return False
