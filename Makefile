@@ -120,6 +120,14 @@ bench: deps
 soak: deps
 	$(MAKE) dtrotated
 	tests/integration/crash-test --soak
+	$(MAKE) soak-load
+
+# 1,000 jobs rotating every 10 s against the fake with faults for LOAD_SECONDS (default
+# 600): memory and open fds must stay flat (tests/load/load-test; build/load-report.md).
+.PHONY: soak-load
+soak-load: deps
+	$(MAKE) dtrotated
+	tests/load/load-test
 
 UNITDIR     ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
 SYSUSERSDIR ?= $(shell $(PKG_CONFIG) --variable=sysusersdir systemd 2>/dev/null || echo /usr/lib/sysusers.d)
