@@ -3,6 +3,7 @@
 
 #include "dtrotated-curl.h"
 #include "dtrotated-log.h"
+#include "dtrotated-util.h"
 
 /* libcurl's multi socket interface on sd-event, after systemd's curl-util.c:
  *
@@ -252,10 +253,22 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
                 if (r >= 0)
                         return 0;
                 /* fall back to the timer */
-        }
+        } else if (g->now)
+                /* Each call replaces the one before: "at once" no longer holds. */
+                (void) sd_event_source_set_enabled(g->now, SD_EVENT_OFF);
         usec = (usec_t) timeout_ms > (USEC_INFINITY - 1) / USEC_PER_MSEC ? USEC_INFINITY - 1
                                                                             : (usec_t) timeout_ms * USEC_PER_MSEC;
         if (g->timer) {
+                uint64_t armed, now = now_monotonic();
+                int enabled = SD_EVENT_OFF;
+
+                /* curl moves its deadline on with every step of every transfer; each move
+                 * would re-arm the timerfd. An earlier deadline that is still armed is
+                 * kept instead: it fires early, curl finds nothing due and asks again. */
+                if (timeout_ms > 0 && sd_event_source_get_enabled(g->timer, &enabled) >= 0 &&
+                    enabled != SD_EVENT_OFF && sd_event_source_get_time(g->timer, &armed) >= 0 &&
+                    (armed <= now || armed - now <= usec))
+                        return 0;
                 r = sd_event_source_set_time_relative(g->timer, usec);
                 if (r >= 0)
                         r = sd_event_source_set_enabled(g->timer, SD_EVENT_ONESHOT);
