@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <malloc.h>
 #include <search.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -675,6 +676,9 @@ int manager_run(Manager *m) {
                  m->n_retirements == 1 ? "" : "s", m->n_scans, m->n_scans == 1 ? "" : "s",
                  m->config->state_directory);
         manager_check_once_done(m);
+        /* Parsing the configuration and replaying the journal leave freed memory spread
+         * through the heap, which free() does not give back: 5 MiB with 10,000 jobs. */
+        (void) malloc_trim(0);
 
         r = sd_event_loop(m->event);
         if (r < 0)
