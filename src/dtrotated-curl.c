@@ -3,13 +3,16 @@
 
 #include "dtrotated-curl.h"
 #include "dtrotated-log.h"
+#include "dtrotated-util.h"
 
 /* libcurl's multi socket interface on sd-event, after systemd's curl-util.c:
  *
  *  - CURLMOPT_SOCKETFUNCTION: one sd-event io source per socket curl wants watched,
  *    found again through curl_multi_assign();
  *  - CURLMOPT_TIMERFUNCTION: one CLOCK_MONOTONIC time source, re-armed or turned off
- *    as curl asks, so nothing ticks while nothing is in flight;
+ *    as curl asks, so nothing ticks while nothing is in flight; "at once" (0 ms, which
+ *    curl asks for each transfer it is given) is a defer source instead, which runs in
+ *    the next event-loop iteration without re-arming a timerfd and waking up for it;
  *  - both handlers feed curl_multi_socket_action() and then hand finished transfers to
  *    their callbacks.
  *
@@ -44,6 +47,7 @@ struct CurlGlue {
         sd_event *event;
         CURLM *multi;
         sd_event_source *timer;
+        sd_event_source *now;         /* defer: curl's timeout of 0 ms */
         GlueTransfer *transfers;      /* in the multi */
         GlueTransfer *finished;       /* out of the multi, callback not yet run */
         size_t n_transfers;           /* both lists */
@@ -220,6 +224,10 @@ static int on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static int on_now(sd_event_source *source, void *userdata) {
+        return on_timer(source, 0, userdata);
+}
+
 static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
         CurlGlue *g = userp;
         usec_t usec;
@@ -228,11 +236,39 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
         if (timeout_ms < 0) {
                 if (g->timer)
                         (void) sd_event_source_set_enabled(g->timer, SD_EVENT_OFF);
+                if (g->now)
+                        (void) sd_event_source_set_enabled(g->now, SD_EVENT_OFF);
                 return 0;
         }
+        if (timeout_ms == 0) {
+                /* An armed timer is left as it is: its firing early is harmless (curl
+                 * looks at its own deadlines), turning it off would cost a re-arm. */
+                if (g->now)
+                        r = sd_event_source_set_enabled(g->now, SD_EVENT_ONESHOT);
+                else {
+                        r = sd_event_add_defer(g->event, &g->now, on_now, g);
+                        if (r >= 0)
+                                (void) sd_event_source_set_description(g->now, "curl-now");
+                }
+                if (r >= 0)
+                        return 0;
+                /* fall back to the timer */
+        } else if (g->now)
+                /* Each call replaces the one before: "at once" no longer holds. */
+                (void) sd_event_source_set_enabled(g->now, SD_EVENT_OFF);
         usec = (usec_t) timeout_ms > (USEC_INFINITY - 1) / USEC_PER_MSEC ? USEC_INFINITY - 1
                                                                             : (usec_t) timeout_ms * USEC_PER_MSEC;
         if (g->timer) {
+                uint64_t armed, now = now_monotonic();
+                int enabled = SD_EVENT_OFF;
+
+                /* curl moves its deadline on with every step of every transfer; each move
+                 * would re-arm the timerfd. An earlier deadline that is still armed is
+                 * kept instead: it fires early, curl finds nothing due and asks again. */
+                if (timeout_ms > 0 && sd_event_source_get_enabled(g->timer, &enabled) >= 0 &&
+                    enabled != SD_EVENT_OFF && sd_event_source_get_time(g->timer, &armed) >= 0 &&
+                    (armed <= now || armed - now <= usec))
+                        return 0;
                 r = sd_event_source_set_time_relative(g->timer, usec);
                 if (r >= 0)
                         r = sd_event_source_set_enabled(g->timer, SD_EVENT_ONESHOT);
@@ -295,6 +331,7 @@ CurlGlue *curl_glue_free(CurlGlue *g) {
         while (g->sockets)
                 glue_socket_free(g, g->sockets);
         sd_event_source_disable_unref(g->timer);
+        sd_event_source_disable_unref(g->now);
         sd_event_unref(g->event);
         free(g);
         return NULL;

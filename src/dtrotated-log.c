@@ -13,16 +13,44 @@ static struct {
         bool stderr_too;
         bool stderr_broken;   /* a write to stderr failed (EPIPE, closed): stop trying */
         bool journald;
+        usec_t syslog_missing_since; /* /dev/log was not there at this time (0: it was) */
         int max_level;
 } log_target = { .max_level = LOG_INFO };
+
+/* How long to believe that no syslog daemon listens before looking again. */
+#define SYSLOG_RECHECK_USEC (10 * USEC_PER_SEC)
+
+/* Without a listener on /dev/log, syslog(3) makes socket(), connect(), close() and
+ * getpid() for every line only to drop it. Look for the socket at most every
+ * SYSLOG_RECHECK_USEC instead; a syslog daemon started later is still found. */
+static bool syslog_listening(void) {
+        usec_t now;
+
+        if (log_target.syslog_missing_since == 0)
+                return true;
+        now = now_monotonic();
+        if (now - log_target.syslog_missing_since < SYSLOG_RECHECK_USEC)
+                return false;
+        if (access("/dev/log", W_OK) < 0) {
+                log_target.syslog_missing_since = now;
+                return false;
+        }
+        log_target.syslog_missing_since = 0;
+        openlog("dtrotated", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        return true;
+}
 
 void log_setup(bool also_stderr) {
         log_target.stderr_too = also_stderr;
         /* Where journald runs, talk to it directly so that lines carry structured fields;
          * elsewhere plain syslog(3). */
         log_target.journald = access("/run/systemd/journal/socket", W_OK) == 0;
-        if (!log_target.journald)
-                openlog("dtrotated", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        if (!log_target.journald) {
+                if (access("/dev/log", W_OK) < 0)
+                        log_target.syslog_missing_since = MAX(now_monotonic(), (usec_t) 1);
+                else
+                        openlog("dtrotated", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+        }
         log_target.setup = true;
 }
 
@@ -104,7 +132,8 @@ static void log_emit(int prio, const char *raw, const char *job, const char *msg
                         return;
                 /* journald went away: fall back to syslog below */
         }
-        syslog(LOG_DAEMON | prio, "%s", msg);
+        if (syslog_listening())
+                syslog(LOG_DAEMON | prio, "%s", msg);
 }
 
 static int log_errno_result(int error) {

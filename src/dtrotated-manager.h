@@ -25,6 +25,11 @@ typedef struct Retry {
         char *error;                 /* why, for logs and the status */
         usec_t at;                   /* when it is retried (USEC_INFINITY: next --once run) */
         sd_event_source *timer;
+        /* A deadline already due runs from a defer source instead of the timer: no
+         * timerfd re-arm and no wake-up for it. */
+        sd_event_source *now;
+        sd_event_time_handler_t now_cb;
+        void *now_userdata;
 } Retry;
 
 /* Exit statuses (sysexits.h where one fits). */
