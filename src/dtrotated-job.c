@@ -40,6 +40,31 @@ const char *job_phase_to_string(JobPhase p) {
 static void job_step(Job *j);
 static void job_go_idle(Job *j);
 
+/* An operator's request waiting for the job's rotation (job_rotate_now()). */
+struct JobRequest {
+        job_request_done_t done;
+        void *userdata;
+        JobRequest *next;
+};
+
+/* Answers every waiting request, in the order they came. */
+static void job_requests_finish(Job *j, int error, const char *message) {
+        JobRequest *l = TAKE_PTR(j->requests), *rev = NULL;
+
+        while (l) {
+                JobRequest *q = l;
+                l = l->next;
+                q->next = rev;
+                rev = q;
+        }
+        while (rev) {
+                JobRequest *q = rev;
+                rev = rev->next;
+                q->done(error, message, q->userdata);
+                free(q);
+        }
+}
+
 static int job_name_cmp(const void *a, const void *b) {
         return strcmp(((const Job *) a)->name, ((const Job *) b)->name);
 }
@@ -77,6 +102,8 @@ static void job_clear_rotation(Job *j) {
 Job *job_free(Job *j) {
         if (!j)
                 return NULL;
+        job_requests_finish(j, -ECANCELED, j->manager && j->manager->stopping ? "dtrotated is stopping"
+                                                                              : "the job was removed from the configuration");
         call_cancel(j->call);
         hook_free(j->hook);
         retry_done(&j->retry);
@@ -312,6 +339,12 @@ static void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at)
                         "token %s expires at %s, before rotation can be retried: its consumers will lose access",
                         strna(j->cur_id), format_timestamp(ts, sizeof(ts), j->cur_expires));
         job_schedule(j, j->retry.at, true);
+        if (j->requests) {
+                char msg[1024];
+                snprintf(msg, sizeof(msg), "%s failed: %s; retrying %s", job_state_to_string(j->state),
+                         strna(error), when);
+                job_requests_finish(j, -EIO, msg);
+        }
         job_changed(j);
 }
 
@@ -585,11 +618,11 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                 log_job(LOG_INFO, j->name, NULL, NULL, info->id, 0, "%s token %s (%s), due %s",
                         first ? "tracking" : "the file now holds another token, tracking", info->id,
                         info->name, format_timestamp(ts, sizeof(ts), job_due(j)));
-                if ((job_due(j) > now_realtime() && !info->revoked) || j->rotated_this_run) {
+                if ((job_due(j) > now_realtime() && !info->revoked && !j->force) || j->rotated_this_run) {
                         job_succeeded(j);
                         return job_go_idle(j);
                 }
-        } else if (j->state == JOB_INIT && job_due(j) > now_realtime() && !info->revoked) {
+        } else if (j->state == JOB_INIT && job_due(j) > now_realtime() && !info->revoked && !j->force) {
                 job_succeeded(j);
                 return job_go_idle(j);
         }
@@ -770,10 +803,13 @@ static void job_finish_rotation(Job *j) {
         _cleanup_free_ char *old = j->cur_id ? strdup(j->cur_id) : NULL;
         int r;
 
+        bool revoke_now = j->revoke_now;
         JournalRecord recs[2] = {
-                /* One batch: the old token is never forgotten before its retirement is. */
+                /* One batch: the old token is never forgotten before its retirement is.
+                 * revoke-now: revoked at once and deleted at once, which the record
+                 * carries across a restart. */
                 { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
-                  .at = now + c->revoke_delay, .grace = c->grace_period },
+                  .at = revoke_now ? now : now + c->revoke_delay, .grace = revoke_now ? 0 : c->grace_period },
                 { .type = JOURNAL_ROTATED, .job = j->name, .env = j->env->name, .id = j->delivered_id,
                   .old_id = j->cur_id, .created = j->delivered_created,
                   .expires = j->delivered_expires, .at = now },
@@ -789,8 +825,14 @@ static void job_finish_rotation(Job *j) {
         log_job(LOG_INFO, j->name, MSGID_ROTATED, old, j->cur_id, 0,
                 "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(old),
                 format_timestamp(due, sizeof(due), job_due(j)));
+        if (revoke_now && retire)
+                log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, old, j->cur_id, 0,
+                        "revoke-now: %s replaces %s, which is revoked and deleted at once (no revoke_delay, no grace period)",
+                        j->cur_id, strna(old));
         job_check_lifetime(j);
         job_succeeded(j);
+        j->force = j->revoke_now = false;
+        job_requests_finish(j, 0, NULL);
         job_go_idle(j);
 }
 
@@ -847,7 +889,9 @@ static void job_go_idle(Job *j) {
                 manager_config_released(m);
         }
         if (j->config && j->cur_id) {
-                usec_t due = job_due(j);
+                /* An operator's rotate that did not get to rotate yet (the file held
+                 * another token, say): now. */
+                usec_t due = j->force ? now_realtime() : job_due(j);
                 log_job(LOG_DEBUG, j->name, NULL, NULL, j->cur_id, 0, "next rotation due %s",
                         format_timestamp(ts, sizeof(ts), due));
                 job_schedule(j, due, false);
@@ -974,4 +1018,83 @@ void job_start(Job *j) {
                         "resuming an interrupted rotation (%s)", job_state_to_string(j->state));
         /* Resumed and first-sight work runs at once. */
         job_schedule(j, now_realtime(), true);
+}
+
+/* ---- operator requests and status ---- */
+
+int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userdata) {
+        JobRequest *q;
+
+        if (!j->config || j->removed)
+                return -ENOENT;
+        if (j->manager->stopping)
+                return -ESHUTDOWN;
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        *q = (JobRequest) { .done = done, .userdata = userdata, .next = j->requests };
+        j->requests = q;
+        j->force = true;
+        if (revoke_now && !j->revoke_now) {
+                j->revoke_now = true;
+                log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, j->cur_id, NULL, 0,
+                        "revoke-now requested: rotating, then revoking and deleting %s at once",
+                        strna(j->cur_id));
+        }
+        /* Idle or waiting for a retry: go now (from the loop, never from within this
+         * call). A rotation under way carries on; the request waits for its end. */
+        if (!j->call && !j->hook && !j->waiting_self) {
+                if (j->retry.failed)
+                        j->retry.attempt = 0;
+                job_schedule(j, now_realtime(), true);
+        }
+        manager_status_changed(j->manager);
+        return 0;
+}
+
+int job_retry_now(Job *j) {
+        if (!j->retry.failed || j->call || j->hook || j->waiting_self || !j->config)
+                return 0;
+        /* The backoff starts over; the error stays until the attempt's outcome. */
+        j->retry.attempt = 0;
+        job_schedule(j, now_realtime(), true);
+        manager_status_changed(j->manager);
+        return 1;
+}
+
+void job_get_status(Job *j, JobStatus *ret) {
+        usec_t now = now_realtime();
+        uint64_t t;
+
+        *ret = (JobStatus) {
+                .name = j->name,
+                .env = j->env ? j->env->name : j->config ? j->config->environment : NULL,
+                .phase = job_phase_to_string(j->phase),
+                .state = job_state_to_string(j->state),
+                .token_id = j->cur_id,
+                .created = j->cur_id ? j->cur_created : 0,
+                .expires = j->cur_id ? j->cur_expires : 0,
+                .rotated_at = j->rotated_at,
+                .next_at = USEC_INFINITY,
+                .failures = j->retry.failed ? j->retry.attempt : 0,
+                .error = j->retry.failed ? j->retry.error : NULL,
+                .failing = j->retry.failed,
+                .permanent = j->retry.failed && j->permanent,
+                .forced = j->force,
+                .revoke_now = j->revoke_now,
+                .configured = j->config != NULL,
+        };
+        if (j->call || j->hook || j->waiting_self) {
+                ret->next_action = job_state_to_string(j->state);
+                ret->next_at = now; /* under way */
+        } else if (retry_armed(&j->retry) && sd_event_source_get_time(j->retry.timer, &t) >= 0) {
+                ret->next_action = j->state == JOB_IDLE ? "rotate" : job_state_to_string(j->state);
+                ret->next_at = t;
+        } else if (j->retry.failed) {
+                ret->next_action = job_state_to_string(j->state);
+                ret->next_at = j->retry.at;
+        }
+        ret->expiring = ret->configured && ret->expires && ret->expires != USEC_INFINITY &&
+                        (ret->expires <= now || (ret->next_at != USEC_INFINITY && ret->expires <= ret->next_at) ||
+                         (ret->failing && ret->next_at == USEC_INFINITY));
 }

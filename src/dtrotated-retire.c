@@ -261,3 +261,33 @@ static void on_delete(ApiResult *res, void *userdata) {
         retirement_succeeded(r);
         retirement_record_deleted(r, "deleted");
 }
+
+/* ---- status and operator requests ---- */
+
+void retirement_get_status(Retirement *r, StepStatus *ret) {
+        uint64_t t;
+
+        *ret = (StepStatus) {
+                .job = r->job, .env = r->env_name, .id = r->id,
+                .what = retirement_step_name(r),
+                .at = r->state == RETIRE_WAIT_DELETE ? r->delete_at : r->revoke_at,
+                .failures = r->retry.failed ? r->retry.attempt : 0,
+                .error = r->retry.failed ? r->retry.error : NULL,
+                .failing = r->retry.failed,
+        };
+        if (r->call)
+                ret->at = now_realtime(); /* under way */
+        else if (retry_armed(&r->retry) && sd_event_source_get_time(r->retry.timer, &t) >= 0)
+                ret->at = t;
+        else if (r->retry.failed)
+                ret->at = r->retry.at;
+}
+
+int retirement_retry_now(Retirement *r) {
+        if (!r->retry.failed || r->call)
+                return 0;
+        r->retry.attempt = 0; /* the backoff starts over */
+        retirement_schedule(r, now_realtime(), true);
+        manager_status_changed(r->manager);
+        return 1;
+}
