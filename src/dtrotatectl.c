@@ -953,7 +953,9 @@ int main(int argc, char **argv) {
                 r = connect_socket(path, &fd);
                 if (r < 0)
                         down_why = strdup_printf("cannot connect to %s: %s", path, strerror(-r));
-                if (r < 0 && !streq(a.command, "status")) {
+                /* Only a missing socket or nobody listening means the daemon is down;
+                 * EACCES and the like are the caller's problem. */
+                if (r < 0 && (!streq(a.command, "status") || !IN_SET(-r, ENOENT, ECONNREFUSED))) {
                         fprintf(stderr, "dtrotatectl: %s\n", down_why ?: "cannot connect");
                         free(a.names);
                         return IN_SET(-r, ENOENT, ECONNREFUSED) ? EXIT_DOWN : EXIT_FAILING;
