@@ -251,6 +251,7 @@ static int connect_socket(const char *path, int *ret) {
                 return -errno;
         if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
                 return -errno;
+        /* cppcheck-suppress unreadVariable ; TAKE_FD() disarms the _cleanup_close_ */
         *ret = TAKE_FD(fd);
         return 0;
 }
@@ -649,7 +650,7 @@ static int cmd_status(int fd, const Args *a, const Config *c, const char *down_w
         int r, ret;
 
         if (fd < 0) {
-                fprintf(stderr, "dtrotatectl: dtrotated is not running (%s); this is what its journal says:\n", down_why);
+                fprintf(stderr, "dtrotatectl: %s; this is what its journal says:\n", down_why);
                 if (!c) {
                         fprintf(stderr, "dtrotatectl: no usable configuration, so no journal to read\n");
                         return EXIT_DOWN;
@@ -943,20 +944,21 @@ int main(int argc, char **argv) {
         }
         path = a.socket ?: config ? config->control_socket : DEFAULT_CONTROL_SOCKET;
         if (!path) {
-                fprintf(stderr, "dtrotatectl: control_socket is \"\" in the configuration: the daemon has no control socket\n");
                 if (!streq(a.command, "status")) {
+                        fprintf(stderr, "dtrotatectl: control_socket is \"\" in the configuration: the daemon has no control socket\n");
                         free(a.names);
                         return EXIT_DOWN;
                 }
-                down_why = strdup("it has no control socket");
+                down_why = strdup("dtrotated has no control socket (control_socket = \"\")");
         } else {
                 r = connect_socket(path, &fd);
                 if (r < 0)
-                        down_why = strdup_printf("cannot connect to %s: %s", path, strerror(-r));
+                        down_why = strdup_printf("dtrotated is not running (cannot connect to %s: %s)", path,
+                                                 strerror(-r));
                 /* Only a missing socket or nobody listening means the daemon is down;
                  * EACCES and the like are the caller's problem. */
                 if (r < 0 && (!streq(a.command, "status") || !IN_SET(-r, ENOENT, ECONNREFUSED))) {
-                        fprintf(stderr, "dtrotatectl: %s\n", down_why ?: "cannot connect");
+                        fprintf(stderr, "dtrotatectl: cannot connect to %s: %s\n", path, strerror(-r));
                         free(a.names);
                         return IN_SET(-r, ENOENT, ECONNREFUSED) ? EXIT_DOWN : EXIT_FAILING;
                 }

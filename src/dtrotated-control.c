@@ -835,6 +835,7 @@ static void refuse(int fd, const char *error, long long limit) {
 
 static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Control *ctl = userdata;
+        /* cppcheck-suppress nullPointer ; accept4() takes NULL for the peer's address */
         _cleanup_close_ int cfd = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         struct ucred cred;
         socklen_t len = sizeof(cred);
@@ -869,6 +870,7 @@ static int on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdat
         c->control = ctl;
         c->uid = cred.uid;
         c->pid = cred.pid;
+        /* cppcheck-suppress unreadVariable ; TAKE_FD() disarms the _cleanup_close_ */
         c->fd = TAKE_FD(cfd);
         r = sd_event_add_io(ctl->manager->event, &c->io, c->fd, EPOLLIN, on_conn_io, c);
         if (r < 0) {
