@@ -60,7 +60,7 @@ static void usage(FILE *f) {
 typedef struct Row {
         char *job, *env, *phase, *state, *token, *next_action, *error;
         long long created, expires, rotated, next_at, failures;
-        bool failing, permanent, expiring, configured;
+        bool failing, permanent, expiring, configured, rotate_requested, revoke_now;
 } Row;
 
 typedef struct Step {
@@ -447,7 +447,7 @@ static void print_table(const Model *m) {
         int w[9] = { 3, 11, 5, 5, 7, 7, 4, 4, 7 };
         static const char *const head[] = { "JOB", "ENVIRONMENT", "PHASE", "TOKEN", "CREATED", "EXPIRES",
                                             "NEXT", "WHEN", "RETRIES" };
-        char created[32], expires[32], when[64], retries[32];
+        char created[32], expires[32], when[64], retries[32], next[64];
 
         for (int pass = 0; pass < 2; pass++) {
                 if (pass == 1) {
@@ -465,6 +465,7 @@ static void print_table(const Model *m) {
                                 format_time(expires, sizeof(expires), r->expires);
                         format_when(when, sizeof(when), r->next_at, now);
                         snprintf(retries, sizeof(retries), "%lld", r->failures > 0 ? r->failures : 0);
+                        snprintf(next, sizeof(next), "%s%s", r->next_action ?: "-", r->revoke_now ? " (revoke-now)" : "");
                         if (pass == 0) {
                                 w[0] = width(w[0], r->job);
                                 w[1] = width(w[1], r->env ?: "-");
@@ -472,14 +473,14 @@ static void print_table(const Model *m) {
                                 w[3] = width(w[3], r->token ?: "-");
                                 w[4] = width(w[4], created);
                                 w[5] = width(w[5], expires);
-                                w[6] = width(w[6], r->next_action ?: "-");
+                                w[6] = width(w[6], next);
                                 w[7] = width(w[7], when);
                                 w[8] = width(w[8], retries);
                                 continue;
                         }
                         printf("%-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %-*s  %.*s%s\n", w[0], r->job,
                                w[1], r->env ?: "-", w[2], phase, w[3], r->token ?: "-", w[4], created, w[5], expires,
-                               w[6], r->next_action ?: "-", w[7], when, w[8], retries, ERROR_SHOWN,
+                               w[6], next, w[7], when, w[8], retries, ERROR_SHOWN,
                                r->error ?: (r->expiring ? "" : "-"),
                                r->expiring ? (r->error ? " (EXPIRES BEFORE ITS ROTATION CAN SUCCEED)"
                                                        : "EXPIRES BEFORE ITS ROTATION CAN SUCCEED") : "");
@@ -559,6 +560,8 @@ static void print_json(const Model *m) {
                 gen_kv_bool(g, "permanent", r->permanent);
                 gen_kv_bool(g, "expiring", r->expiring);
                 gen_kv_bool(g, "configured", r->configured);
+                gen_kv_bool(g, "rotate_requested", r->rotate_requested);
+                gen_kv_bool(g, "revoke_now", r->revoke_now);
                 yajl_gen_map_close(g);
         }
         yajl_gen_array_close(g);
@@ -615,6 +618,8 @@ static int model_from_reply(Model *m, yajl_val params) {
                 r->permanent = get_bool(v, "permanent");
                 r->expiring = get_bool(v, "expiring");
                 r->configured = get_bool(v, "configured");
+                r->rotate_requested = get_bool(v, "rotate_requested");
+                r->revoke_now = get_bool(v, "revoke_now");
         }
         for (size_t i = 0; pending && i < pending->u.array.len; i++) {
                 yajl_val v = pending->u.array.values[i];
@@ -752,7 +757,9 @@ static int cmd_jobs(int fd, const Args *a) {
                 yajl_val v = results->u.array.values[i];
                 const char *job = strna(get_str(v, "job")), *e = get_str(v, "error");
                 if (e) {
-                        fprintf(stderr, "%s: %s failed: %s\n", job, a->command, e);
+                        fprintf(stderr, "%s: %s failed: %s%s\n", job, a->command, e,
+                                streq(a->command, "revoke-now") && !strstr(e, "not in the configuration") ?
+                                " (the daemon keeps trying; the old token is revoked and deleted at once when the rotation succeeds)" : "");
                         ret = EXIT_FAILING;
                 } else if (a->no_wait)
                         printf("%s: %s started\n", job, a->command);

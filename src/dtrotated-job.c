@@ -829,6 +829,12 @@ static void job_finish_rotation(Job *j) {
                 log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, old, j->cur_id, 0,
                         "revoke-now: %s replaces %s, which is revoked and deleted at once (no revoke_delay, no grace period)",
                         j->cur_id, strna(old));
+        if (revoke_now && retire) {
+                /* Its retirement was journaled by the request and waits for this. */
+                Retirement *ret = manager_find_retirement(m, j->env->name, old);
+                if (ret)
+                        retirement_start(ret);
+        }
         job_check_lifetime(j);
         job_succeeded(j);
         j->force = j->revoke_now = false;
@@ -949,6 +955,21 @@ void job_set_config(Job *j, const JobConfig *c) {
         }
 }
 
+/* A revoke-now journals the retirement of the job's current token (no grace) before it
+ * rotates: found again after a restart, it makes the job finish what was asked. */
+static void job_resume_revoke_now(Job *j) {
+        Retirement *ret;
+
+        if (j->revoke_now || !j->cur_id || !j->env)
+                return;
+        ret = manager_find_retirement(j->manager, j->env->name, j->cur_id);
+        if (!ret || ret->state != RETIRE_WAIT_REVOKE || ret->grace != 0 || !streq_ptr(ret->job, j->name))
+                return;
+        j->force = j->revoke_now = true;
+        log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, j->cur_id, NULL, 0,
+                "resuming a revoke-now: rotating, then revoking and deleting %s at once", j->cur_id);
+}
+
 void job_start(Job *j) {
         Manager *m = j->manager;
         _cleanup_erase_ char *staged = NULL;
@@ -980,6 +1001,7 @@ void job_start(Job *j) {
         }
         if (!j->env)
                 j->env = manager_get_env(m, j->config->environment, true);
+        job_resume_revoke_now(j);
 
         switch (j->phase) {
         case PHASE_DELIVERED:
@@ -1002,7 +1024,7 @@ void job_start(Job *j) {
                 __attribute__((fallthrough));
         case PHASE_IDLE:
         default: {
-                usec_t due = job_due(j), now = now_realtime();
+                usec_t now = now_realtime(), due = j->force ? now : job_due(j);
                 j->state = JOB_IDLE;
                 if (due <= now && !m->once) {
                         /* Overdue at start-up: spread a fleet of them over a few seconds. */
@@ -1023,6 +1045,7 @@ void job_start(Job *j) {
 /* ---- operator requests and status ---- */
 
 int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userdata) {
+        Manager *m = j->manager;
         JobRequest *q;
 
         if (!j->config || j->removed)
@@ -1032,6 +1055,18 @@ int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userd
         q = calloc(1, sizeof(*q));
         if (!q)
                 return -ENOMEM;
+        if (revoke_now && j->cur_id && j->env && !manager_find_retirement(m, j->env->name, j->cur_id)) {
+                /* Journaled first, so that a restart before the rotation is done still
+                 * revokes and deletes at once (job_resume_revoke_now()). It waits for
+                 * the rotation: the token is in use until then. */
+                int r = manager_record(m, &(JournalRecord) {
+                        .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
+                        .at = now_realtime(), .grace = 0 }, 1);
+                if (r < 0) {
+                        free(q);
+                        return r;
+                }
+        }
         *q = (JobRequest) { .done = done, .userdata = userdata, .next = j->requests };
         j->requests = q;
         j->force = true;

@@ -162,6 +162,15 @@ static void retirement_step(Retirement *r) {
         /* A consumer must never be left holding a revoked token: refuse to revoke a token
          * that a job's file holds or that an environment authenticates with. */
         if (r->state == RETIRE_WAIT_REVOKE && (user = manager_token_in_use(r->manager, r->env_name, r->id))) {
+                if (user->revoke_now) {
+                        /* An operator's revoke-now, journaled before the rotation: the
+                         * rotation's end starts this again (job_finish_rotation()); look
+                         * again now and then, should the job end up with another token. */
+                        log_job(LOG_DEBUG, user->name, NULL, r->id, NULL, 0,
+                                "revoke-now: %s is revoked once its replacement is in place", r->id);
+                        retirement_schedule(r, now_realtime() + MIN(r->manager->config->retry_max_delay, USEC_PER_MINUTE), false);
+                        return;
+                }
                 snprintf(buf, sizeof(buf), "token is still the current token of job %s; not revoking it", user->name);
                 log_job(LOG_CRIT, user->name, MSGID_FAILED, r->id, NULL, 0, "refusing to revoke %s: %s", r->id, buf);
                 return retirement_fail(r, true, buf, 0);
