@@ -49,6 +49,7 @@ struct Conn {
         size_t out_len, out_done;
         Pending *pending;            /* the request being answered later */
         bool eof;                    /* the peer will send nothing more */
+        bool oneway;                 /* the call being handled wants no reply */
         bool close_after;            /* close once out is written */
         Conn *next;
 };
@@ -600,7 +601,8 @@ static void method_rotate(Conn *c, yajl_val params, const char *method) {
         }
         if (!check_jobs(c, jobs, true))
                 return;
-        start_job_requests(c, method, jobs, wait);
+        /* No reply wanted: nothing to wait for either. */
+        start_job_requests(c, method, jobs, wait && !c->oneway);
 }
 
 static void method_retry(Conn *c, yajl_val params) {
@@ -705,6 +707,7 @@ static void conn_dispatch(Conn *c, const char *msg) {
                 return;
         }
         (void) tree_bool(v, "oneway", &oneway);
+        c->oneway = oneway;
         if (streq(method, "io.dtrotated.Status"))
                 method_status(c, params);
         else if (streq(method, "io.dtrotated.Rotate"))
