@@ -48,15 +48,20 @@ else ifneq ($(SANITIZE),0)
 $(error SANITIZE must be 0 or 1)
 endif
 
-MAIN_SRC := src/dtrotated.c
+MAIN_SRC := src/dtrotated.c src/dtrotatectl.c
 LIB_SRC  := $(filter-out $(MAIN_SRC),$(wildcard src/*.c))
 LIB_OBJ  := $(LIB_SRC:src/%.c=$(B)/%.o)
+# dtrotatectl links only what it needs: the configuration (for the socket and state
+# directory), the journal reader and their helpers; no libcurl.
+CTL_OBJ  := $(B)/dtrotatectl.o $(B)/dtrotated-config.o $(B)/dtrotated-journal.o $(B)/dtrotated-log.o \
+            $(B)/dtrotated-util.o
+CTL_PKGS := yajl libconfig libsystemd zlib
 UNIT_SRC := $(wildcard tests/unit/test-*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(B)/%)
 
 .PHONY: all tests check valgrind lint demo bench soak deps install uninstall clean
 
-all: dtrotated
+all: dtrotated dtrotatectl
 
 # Rebuild everything when the compiler or the flags change (e.g. WERROR=1 for CI, SANITIZE=1).
 $(B)/.flags: FORCE | $(B)
@@ -75,10 +80,13 @@ $(B)/test-%.o: tests/unit/test-%.c $(B)/.flags | $(B)
 dtrotated: $(B)/dtrotated.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS)
 
+dtrotatectl: $(CTL_OBJ)
+	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(shell $(PKG_CONFIG) --libs $(CTL_PKGS))
+
 $(B)/test-%: $(B)/test-%.o $(LIB_OBJ)
 	$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $^ $(PKG_LIBS) -lcmocka
 
-tests: dtrotated $(UNIT_BIN)
+tests: dtrotated dtrotatectl $(UNIT_BIN)
 
 deps:
 	@tests/install-deps
@@ -133,14 +141,16 @@ UNITDIR     ?= $(shell $(PKG_CONFIG) --variable=systemdsystemunitdir systemd 2>/
 SYSUSERSDIR ?= $(shell $(PKG_CONFIG) --variable=sysusersdir systemd 2>/dev/null || echo /usr/lib/sysusers.d)
 TMPFILESDIR ?= $(shell $(PKG_CONFIG) --variable=tmpfilesdir systemd 2>/dev/null || echo /usr/lib/tmpfiles.d)
 
-install: dtrotated
+install: dtrotated dtrotatectl
 	install -D -m 0755 dtrotated $(DESTDIR)$(SBINDIR)/dtrotated
+	install -D -m 0755 dtrotatectl $(DESTDIR)$(SBINDIR)/dtrotatectl
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR)
 	sed 's|@SBINDIR@|$(SBINDIR)|g' systemd/dtrotated.service > $(DESTDIR)$(UNITDIR)/dtrotated.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/dtrotated.service
 	install -m 0644 systemd/sysusers.conf $(DESTDIR)$(SYSUSERSDIR)/dtrotated.conf
 	install -m 0644 systemd/tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/dtrotated.conf
 	install -D -m 0644 man/dtrotated.8 $(DESTDIR)$(MANDIR)/man8/dtrotated.8
+	install -D -m 0644 man/dtrotatectl.8 $(DESTDIR)$(MANDIR)/man8/dtrotatectl.8
 	install -D -m 0644 man/dtrotated.conf.5 $(DESTDIR)$(MANDIR)/man5/dtrotated.conf.5
 	install -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/dtrotated
 	@# Never overwrite an operator's configuration.
@@ -152,14 +162,15 @@ install: dtrotated
 	fi
 
 uninstall:
-	rm -f $(DESTDIR)$(SBINDIR)/dtrotated $(DESTDIR)$(UNITDIR)/dtrotated.service \
+	rm -f $(DESTDIR)$(SBINDIR)/dtrotated $(DESTDIR)$(SBINDIR)/dtrotatectl $(DESTDIR)$(MANDIR)/man8/dtrotatectl.8 \
+	      $(DESTDIR)$(UNITDIR)/dtrotated.service \
 	      $(DESTDIR)$(SYSUSERSDIR)/dtrotated.conf $(DESTDIR)$(TMPFILESDIR)/dtrotated.conf \
 	      $(DESTDIR)$(MANDIR)/man8/dtrotated.8 $(DESTDIR)$(MANDIR)/man5/dtrotated.conf.5 \
 	      $(DESTDIR)$(SYSCONFDIR)/dtrotated/dtrotated.conf.example
 	@echo "left $(DESTDIR)$(SYSCONFDIR)/dtrotated/ and /var/lib/dtrotated/ (configuration, journal) in place"
 
 clean:
-	rm -rf $(B) dtrotated
+	rm -rf $(B) dtrotated dtrotatectl
 
 -include $(wildcard $(B)/*.d)
 

@@ -21,6 +21,7 @@
 #include <stdarg.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <syslog.h>
 
 #include "dtrotated-config.h"
@@ -344,6 +345,7 @@ static bool path_has_dotdot(const char *p) {
 static const char *const top_keys[] = {
         "state_directory", "retry_max_delay", "environments", "tokens",
         "metrics_file",
+        "control_socket", "control_group",
 };
 static const char *const env_keys[] = {
         "name", "url", "api", "management_token_file", "management_token_credential",
@@ -1315,6 +1317,54 @@ static const config_setting_t *top_list(Ctx *ctx, Group *top, const char *key, c
         return s;
 }
 
+/* control_socket: an absolute path that fits a sockaddr_un, or "" (no control socket);
+ * control_group: who besides root may use it. */
+static int parse_control(Ctx *ctx, Group *top, Config *c) {
+        const config_setting_t *s;
+        const char *v = NULL;
+        int r;
+
+        c->control_gid = (gid_t) -1;
+        s = group_string(top, "control_socket", false, "a string (an absolute path, or \"\" for none)", &v);
+        if (s && !*v)
+                ; /* disabled */
+        else if (s) {
+                _cleanup_free_ char *p = NULL;
+                r = group_path(top, "control_socket", false, PATH_FILE, &p, NULL);
+                if (r == -ENOMEM)
+                        return r;
+                if (r > 0 && strlen(p) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
+                        error_at(ctx, s, "control_socket: '%s' is too long for a socket path (at most %zu bytes)",
+                                 p, sizeof(((struct sockaddr_un *) NULL)->sun_path) - 1);
+                else if (r > 0)
+                        c->control_socket = TAKE_PTR(p);
+        } else if (!config_setting_get_member(top->g, "control_socket") &&
+                   strdup_to(&c->control_socket, DEFAULT_CONTROL_SOCKET) < 0)
+                return -ENOMEM;
+
+        s = group_string(top, "control_group", false, "a string (a group name or a quoted numeric id)", &v);
+        if (s) {
+                uint32_t id;
+                r = *v ? resolve_id(v, true, &id) : -EINVAL;
+                if (r == -ENOMEM)
+                        return r;
+                if (!*v)
+                        error_at(ctx, s, "control_group must not be empty (leave it out: root only)");
+                else if (r == -ENOENT)
+                        error_at(ctx, s, "control_group: unknown group '%s'", v);
+                else if (r == -EINVAL)
+                        error_at(ctx, s, "control_group: '%s' is not a valid group id", v);
+                else if (r < 0)
+                        error_at(ctx, s, "control_group: cannot look up group '%s': %s", v, strerror(-r));
+                else {
+                        c->control_gid = (gid_t) id; /* NOLINT(clang-analyzer-core.uninitialized.Assign): set when r >= 0 */
+                        if (strdup_to(&c->control_group, v) < 0)
+                                return -ENOMEM;
+                }
+        }
+        return 0;
+}
+
 static int parse_config(Ctx *ctx, const config_t *cfg, Config *c) {
         const config_setting_t *root = config_root_setting(cfg), *envs, *jobs;
         _cleanup_free_ const config_setting_t **env_groups = NULL, **job_groups = NULL;
@@ -1353,6 +1403,9 @@ static int parse_config(Ctx *ctx, const config_t *cfg, Config *c) {
                         warning_at(ctx, s_metrics, "metrics_file: '%s' does not end in .prom: node_exporter's textfile collector reads only *.prom files",
                                    c->metrics_file);
         }
+        r = parse_control(ctx, &top, c);
+        if (r < 0)
+                return r;
 
         envs = top_list(ctx, &top, "environments", "environments defined");
         jobs = top_list(ctx, &top, "tokens", "tokens to rotate");
@@ -1757,6 +1810,8 @@ Config *config_free(Config *c) {
         free(c->path);
         free(c->state_directory);
         free(c->metrics_file);
+        free(c->control_socket);
+        free(c->control_group);
         strv_free(c->sources);
         free(c);
         return NULL;

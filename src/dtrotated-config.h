@@ -7,6 +7,7 @@
 
 #define DEFAULT_CONFIG_FILE "/etc/dtrotated/dtrotated.conf"
 #define DEFAULT_STATE_DIRECTORY "/var/lib/dtrotated"
+#define DEFAULT_CONTROL_SOCKET "/run/dtrotated/control"
 
 typedef enum ApiVersion {
         API_V1,
@@ -67,6 +68,9 @@ typedef struct Config {
         char *state_directory;        /* default $STATE_DIRECTORY, else /var/lib/dtrotated */
         usec_t retry_max_delay;       /* default 1h */
         char *metrics_file;           /* Prometheus textfile, absolute path, or NULL */
+        char *control_socket;         /* default DEFAULT_CONTROL_SOCKET; NULL: none ("") */
+        char *control_group;          /* NULL: root only */
+        gid_t control_gid;            /* (gid_t) -1: none */
         EnvConfig *envs;
         size_t n_envs;
         JobConfig *jobs;

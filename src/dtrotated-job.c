@@ -40,6 +40,31 @@ const char *job_phase_to_string(JobPhase p) {
 static void job_step(Job *j);
 static void job_go_idle(Job *j);
 
+/* An operator's request waiting for the job's rotation (job_rotate_now()). */
+struct JobRequest {
+        job_request_done_t done;
+        void *userdata;
+        JobRequest *next;
+};
+
+/* Answers every waiting request, in the order they came. */
+static void job_requests_finish(Job *j, int error, const char *message) {
+        JobRequest *l = TAKE_PTR(j->requests), *rev = NULL;
+
+        while (l) {
+                JobRequest *q = l;
+                l = l->next;
+                q->next = rev;
+                rev = q;
+        }
+        while (rev) {
+                JobRequest *q = rev;
+                rev = rev->next;
+                q->done(error, message, q->userdata);
+                free(q);
+        }
+}
+
 static int job_name_cmp(const void *a, const void *b) {
         return strcmp(((const Job *) a)->name, ((const Job *) b)->name);
 }
@@ -77,6 +102,8 @@ static void job_clear_rotation(Job *j) {
 Job *job_free(Job *j) {
         if (!j)
                 return NULL;
+        job_requests_finish(j, -ECANCELED, j->manager && j->manager->stopping ? "dtrotated is stopping"
+                                                                              : "the job was removed from the configuration");
         call_cancel(j->call);
         hook_free(j->hook);
         retry_done(&j->retry);
@@ -317,6 +344,12 @@ static void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at)
                         "token %s expires at %s, before rotation can be retried: its consumers will lose access",
                         strna(j->cur_id), format_timestamp(ts, sizeof(ts), j->cur_expires));
         job_schedule(j, j->retry.at, true);
+        if (j->requests) {
+                char msg[1024];
+                snprintf(msg, sizeof(msg), "%s failed: %s; retrying %s", job_state_to_string(j->state),
+                         strna(error), when);
+                job_requests_finish(j, -EIO, msg);
+        }
         job_changed(j);
 }
 
@@ -590,11 +623,11 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                 log_job(LOG_INFO, j->name, NULL, NULL, info->id, 0, "%s token %s (%s), due %s",
                         first ? "tracking" : "the file now holds another token, tracking", info->id,
                         info->name, format_timestamp(ts, sizeof(ts), job_due(j)));
-                if ((job_due(j) > now_realtime() && !info->revoked) || j->rotated_this_run) {
+                if ((job_due(j) > now_realtime() && !info->revoked && !j->force) || j->rotated_this_run) {
                         job_succeeded(j);
                         return job_go_idle(j);
                 }
-        } else if (j->state == JOB_INIT && job_due(j) > now_realtime() && !info->revoked) {
+        } else if (j->state == JOB_INIT && job_due(j) > now_realtime() && !info->revoked && !j->force) {
                 job_succeeded(j);
                 return job_go_idle(j);
         }
@@ -775,14 +808,18 @@ static void job_finish_rotation(Job *j) {
         _cleanup_free_ char *old = j->cur_id ? strdup(j->cur_id) : NULL;
         int r;
 
+        bool revoke_now = j->revoke_now;
         JournalRecord recs[2] = {
-                /* One batch: the old token is never forgotten before its retirement is. */
+                /* One batch: the old token is never forgotten before its retirement is.
+                 * revoke-now: revoked at once and deleted at once, which the record
+                 * carries across a restart. */
                 { .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
-                  .at = now + c->revoke_delay, .grace = c->grace_period,
+                  .at = revoke_now ? now : now + c->revoke_delay, .grace = revoke_now ? 0 : c->grace_period,
                   /* revoke_when_unused: the give-up time is fixed now, so that neither a
-                   * restart nor an edit of the configuration moves it. */
-                  .unused = c->revoke_when_unused,
-                  .until = c->revoke_when_unused ? now + c->revoke_delay + c->revoke_when_unused_max : 0 },
+                   * restart nor an edit of the configuration moves it. A revoke-now does
+                   * not wait for the leaked token to go unused. */
+                  .unused = revoke_now ? 0 : c->revoke_when_unused,
+                  .until = !revoke_now && c->revoke_when_unused ? now + c->revoke_delay + c->revoke_when_unused_max : 0 },
                 { .type = JOURNAL_ROTATED, .job = j->name, .env = j->env->name, .id = j->delivered_id,
                   .old_id = j->cur_id, .created = j->delivered_created,
                   .expires = j->delivered_expires, .at = now },
@@ -798,8 +835,20 @@ static void job_finish_rotation(Job *j) {
         log_job(LOG_INFO, j->name, MSGID_ROTATED, old, j->cur_id, 0,
                 "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(old),
                 format_timestamp(due, sizeof(due), job_due(j)));
+        if (revoke_now && retire)
+                log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, old, j->cur_id, 0,
+                        "revoke-now: %s replaces %s, which is revoked and deleted at once (no revoke_delay, no grace period)",
+                        j->cur_id, strna(old));
+        if (revoke_now && retire) {
+                /* Its retirement was journaled by the request and waits for this. */
+                Retirement *ret = manager_find_retirement(m, j->env->name, old);
+                if (ret)
+                        retirement_start(ret);
+        }
         job_check_lifetime(j);
         job_succeeded(j);
+        j->force = j->revoke_now = false;
+        job_requests_finish(j, 0, NULL);
         job_go_idle(j);
 }
 
@@ -856,7 +905,9 @@ static void job_go_idle(Job *j) {
                 manager_config_released(m);
         }
         if (j->config && j->cur_id) {
-                usec_t due = job_due(j);
+                /* An operator's rotate that did not get to rotate yet (the file held
+                 * another token, say): now. */
+                usec_t due = j->force ? now_realtime() : job_due(j);
                 log_job(LOG_DEBUG, j->name, NULL, NULL, j->cur_id, 0, "next rotation due %s",
                         format_timestamp(ts, sizeof(ts), due));
                 job_schedule(j, due, false);
@@ -914,6 +965,21 @@ void job_set_config(Job *j, const JobConfig *c) {
         }
 }
 
+/* A revoke-now journals the retirement of the job's current token (no grace) before it
+ * rotates: found again after a restart, it makes the job finish what was asked. */
+static void job_resume_revoke_now(Job *j) {
+        Retirement *ret;
+
+        if (j->revoke_now || !j->cur_id || !j->env)
+                return;
+        ret = manager_find_retirement(j->manager, j->env->name, j->cur_id);
+        if (!ret || ret->state != RETIRE_WAIT_REVOKE || ret->grace != 0 || !streq_ptr(ret->job, j->name))
+                return;
+        j->force = j->revoke_now = true;
+        log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, j->cur_id, NULL, 0,
+                "resuming a revoke-now: rotating, then revoking and deleting %s at once", j->cur_id);
+}
+
 void job_start(Job *j) {
         Manager *m = j->manager;
         _cleanup_erase_ char *staged = NULL;
@@ -945,6 +1011,7 @@ void job_start(Job *j) {
         }
         if (!j->env)
                 j->env = manager_get_env(m, j->config->environment, true);
+        job_resume_revoke_now(j);
 
         switch (j->phase) {
         case PHASE_DELIVERED:
@@ -967,7 +1034,7 @@ void job_start(Job *j) {
                 __attribute__((fallthrough));
         case PHASE_IDLE:
         default: {
-                usec_t due = job_due(j), now = now_realtime();
+                usec_t now = now_realtime(), due = j->force ? now : job_due(j);
                 j->state = JOB_IDLE;
                 if (due <= now && !m->once) {
                         /* Overdue at start-up: spread a fleet of them over a few seconds. */
@@ -983,4 +1050,96 @@ void job_start(Job *j) {
                         "resuming an interrupted rotation (%s)", job_state_to_string(j->state));
         /* Resumed and first-sight work runs at once. */
         job_schedule(j, now_realtime(), true);
+}
+
+/* ---- operator requests and status ---- */
+
+int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userdata) {
+        Manager *m = j->manager;
+        JobRequest *q;
+
+        if (!j->config || j->removed)
+                return -ENOENT;
+        if (j->manager->stopping)
+                return -ESHUTDOWN;
+        q = calloc(1, sizeof(*q));
+        if (!q)
+                return -ENOMEM;
+        if (revoke_now && j->cur_id && j->env && !manager_find_retirement(m, j->env->name, j->cur_id)) {
+                /* Journaled first, so that a restart before the rotation is done still
+                 * revokes and deletes at once (job_resume_revoke_now()). It waits for
+                 * the rotation: the token is in use until then. */
+                int r = manager_record(m, &(JournalRecord) {
+                        .type = JOURNAL_RETIRE, .job = j->name, .env = j->env->name, .id = j->cur_id,
+                        .at = now_realtime(), .grace = 0 }, 1);
+                if (r < 0) {
+                        free(q);
+                        return r;
+                }
+        }
+        *q = (JobRequest) { .done = done, .userdata = userdata, .next = j->requests };
+        j->requests = q;
+        j->force = true;
+        if (revoke_now && !j->revoke_now) {
+                j->revoke_now = true;
+                log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, j->cur_id, NULL, 0,
+                        "revoke-now requested: rotating, then revoking and deleting %s at once",
+                        strna(j->cur_id));
+        }
+        /* Idle or waiting for a retry: go now (from the loop, never from within this
+         * call). A rotation under way carries on; the request waits for its end. */
+        if (!j->call && !j->hook && !j->waiting_self) {
+                if (j->retry.failed)
+                        j->retry.attempt = 0;
+                job_schedule(j, now_realtime(), true);
+        }
+        manager_status_changed(j->manager);
+        return 0;
+}
+
+int job_retry_now(Job *j) {
+        if (!j->retry.failed || j->call || j->hook || j->waiting_self || !j->config)
+                return 0;
+        /* The backoff starts over; the error stays until the attempt's outcome. */
+        j->retry.attempt = 0;
+        job_schedule(j, now_realtime(), true);
+        manager_status_changed(j->manager);
+        return 1;
+}
+
+void job_get_status(Job *j, JobStatus *ret) {
+        usec_t now = now_realtime();
+        uint64_t t;
+
+        *ret = (JobStatus) {
+                .name = j->name,
+                .env = j->env ? j->env->name : j->config ? j->config->environment : NULL,
+                .phase = job_phase_to_string(j->phase),
+                .state = job_state_to_string(j->state),
+                .token_id = j->cur_id,
+                .created = j->cur_id ? j->cur_created : 0,
+                .expires = j->cur_id ? j->cur_expires : 0,
+                .rotated_at = j->rotated_at,
+                .next_at = USEC_INFINITY,
+                .failures = j->retry.failed ? j->retry.attempt : 0,
+                .error = j->retry.failed ? j->retry.error : NULL,
+                .failing = j->retry.failed,
+                .permanent = j->retry.failed && j->permanent,
+                .forced = j->force,
+                .revoke_now = j->revoke_now,
+                .configured = j->config != NULL,
+        };
+        if (j->call || j->hook || j->waiting_self) {
+                ret->next_action = job_state_to_string(j->state);
+                ret->next_at = now; /* under way */
+        } else if (retry_armed(&j->retry) && sd_event_source_get_time(j->retry.timer, &t) >= 0) {
+                ret->next_action = j->state == JOB_IDLE ? "rotate" : job_state_to_string(j->state);
+                ret->next_at = t;
+        } else if (j->retry.failed) {
+                ret->next_action = job_state_to_string(j->state);
+                ret->next_at = j->retry.at;
+        }
+        ret->expiring = ret->configured && ret->expires && ret->expires != USEC_INFINITY &&
+                        (ret->expires <= now || (ret->next_at != USEC_INFINITY && ret->expires <= ret->next_at) ||
+                         (ret->failing && ret->next_at == USEC_INFINITY));
 }

@@ -16,6 +16,8 @@ void log_set_max_level(int prio);
 #define MSGID_DELETED "1c6e8e7a4b5d4f3a9d0e2f1a7b8c9d03"
 #define MSGID_FAILED  "1c6e8e7a4b5d4f3a9d0e2f1a7b8c9d04"
 #define MSGID_EXPIRY  "1c6e8e7a4b5d4f3a9d0e2f1a7b8c9d05"
+#define MSGID_REVOKE_NOW "1c6e8e7a4b5d4f3a9d0e2f1a7b8c9d20" /* an operator's revoke-now */
+#define MSGID_CONTROL "1c6e8e7a4b5d4f3a9d0e2f1a7b8c9d21"  /* an operator's request */
 
 /* Returns -abs(error) if error != 0 (so callers can "return log_error_errno(r, ...)"),
  * else 0. */

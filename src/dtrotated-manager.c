@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
+#include "dtrotated-control.h"
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
 #include "dtrotated-metrics.h"
@@ -459,10 +460,21 @@ static void manager_apply_jobs(Manager *m) {
 }
 
 static void report_config_problem(int prio, const char *msg, void *userdata) {
+        char ***problems = userdata;
+
         log_full(prio, 0, "%s", msg);
+        if (problems) {
+                char *p = strdup_printf("%s%s", prio == LOG_WARNING ? "warning: " : "", msg);
+                if (p && strv_push(problems, p) < 0)
+                        free(p);
+        }
 }
 
 int manager_reload(Manager *m) {
+        return manager_reload_full(m, NULL);
+}
+
+int manager_reload_full(Manager *m, char ***ret_problems) {
         Config *c = NULL, **old;
         usec_t now = now_monotonic();
         int r;
@@ -470,7 +482,7 @@ int manager_reload(Manager *m) {
         (void) sd_notifyf(false, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=Reloading %s",
                           (unsigned long long) now, m->config_path);
         log_info("Reloading %s", m->config_path);
-        r = config_load(m->config_path, &c, report_config_problem, NULL);
+        r = config_load(m->config_path, &c, report_config_problem, ret_problems);
         if (r < 0) {
                 log_error("Configuration %s has errors; keeping the running configuration", m->config_path);
                 goto done;
@@ -478,6 +490,9 @@ int manager_reload(Manager *m) {
         if (!streq(c->state_directory, m->config->state_directory))
                 log_warning("state_directory changed to %s; this takes effect at the next start",
                             c->state_directory);
+        if (!streq_ptr(c->control_socket, m->config->control_socket) ||
+            !streq_ptr(c->control_group, m->config->control_group))
+                log_warning("control_socket or control_group changed; this takes effect at the next start");
         old = realloc(m->old_configs, (m->n_old_configs + 1) * sizeof(Config *));
         if (!old) {
                 config_free(c);
@@ -589,6 +604,8 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         m->stopping = true;
+        /* First: requests still waiting for a job are answered while it is freed. */
+        m->control = control_free(m->control);
         while (m->jobs) {
                 Job *j = m->jobs;
                 m->jobs = j->next;
@@ -656,6 +673,11 @@ static int manager_arm_once_limit(Manager *m) {
 
 int manager_run(Manager *m) {
         int r;
+
+        /* The control socket: not for --once, which is gone before anyone could ask. A
+         * socket that cannot be set up is logged; the tokens are rotated all the same. */
+        if (!m->once && m->config->control_socket)
+                (void) control_new(m, m->config->control_socket, m->config->control_gid, &m->control);
 
         m->once_started = now_realtime();
         /* --once retries transient failures for 10 x retry_max_delay, at most a minute. */

@@ -16,6 +16,8 @@ typedef struct Retirement Retirement;
 typedef struct Scan Scan;
 typedef struct Hook Hook;
 typedef struct Metrics Metrics;
+typedef struct Control Control;
+typedef struct JobRequest JobRequest;
 
 /* What every piece of retried work (a job, a retirement, a scan) keeps: its deadline
  * timer and its failures. */
@@ -110,6 +112,11 @@ struct Job {
         usec_t new_created, new_expires;
         bool rotated_this_run;       /* --once: one rotation per job */
 
+        /* Operator requests (job_rotate_now()), runtime only */
+        bool force;                  /* rotate at the next step, whatever the schedule */
+        bool revoke_now;             /* retire the old token without revoke_delay and grace */
+        JobRequest *requests;        /* waiting for the rotation to finish */
+
         Job *next;
 };
 
@@ -196,6 +203,7 @@ struct Manager {
         sd_event_source *status_timer;
         bool status_dirty;
         char *last_status;
+        Control *control;            /* the control socket (dtrotated-control.c), or NULL */
         usec_t scan_margin;          /* clock skew allowance for leftover scans */
         usec_t hook_timeout;
         Metrics *metrics;            /* counters for metrics_file (dtrotated-metrics.c) */
@@ -206,6 +214,9 @@ Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 int manager_run(Manager *m);              /* returns the exit status */
 int manager_reload(Manager *m);
+/* manager_reload() that also hands the configuration's problems ("FILE:LINE: what",
+ * warnings prefixed "warning: ") to the caller (NULL: just log them). */
+int manager_reload_full(Manager *m, char ***ret_problems);
 int manager_show_state(Config *config, FILE *f); /* takes config; -EBADMSG: damaged journal */
 void manager_config_released(Manager *m);  /* a job dropped its old config */
 
@@ -258,6 +269,43 @@ int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userd
  * rotate (dtrotated-restore.c). Returns -errno with *ret_refusal set when refused at once
  * (e.g. the previous token is gone). */
 int job_restore(Job *j, job_request_done_t done, void *userdata, char **ret_refusal);
+
+/* For status readers (the control socket): what a job, a retirement or a scan is doing,
+ * without walking their fields. Strings point into the object; valid until it changes. */
+typedef struct JobStatus {
+        const char *name, *env;
+        const char *phase;           /* job_phase_to_string() */
+        const char *state;           /* job_state_to_string() */
+        const char *token_id;        /* NULL: not known yet */
+        usec_t created, expires;     /* expires USEC_INFINITY: never; 0: unknown */
+        usec_t rotated_at;           /* 0: never rotated by us */
+        const char *next_action;     /* "rotate", "lookup", "create", ...; NULL: none */
+        usec_t next_at;              /* USEC_INFINITY: not scheduled; <= now: under way */
+        unsigned failures;           /* consecutive failed attempts */
+        const char *error;           /* the last one's, or NULL */
+        bool failing, permanent;
+        bool expiring;               /* the token expires before the next attempt */
+        bool forced, revoke_now;     /* an operator's rotate/revoke-now is pending */
+        bool configured;
+} JobStatus;
+void job_get_status(Job *j, JobStatus *ret);
+/* Clears the backoff of a failing job and tries its step now. 1: retried, 0: not failing. */
+int job_retry_now(Job *j);
+
+typedef struct StepStatus {
+        const char *job;             /* may be NULL (a retirement of a forgotten job) */
+        const char *env;
+        const char *what;            /* "revoke", "delete", "scan" */
+        const char *id;              /* the token, or for a scan the token name looked for */
+        usec_t at;                   /* when it is due (or retried); USEC_INFINITY: unknown */
+        unsigned failures;
+        const char *error;
+        bool failing;
+} StepStatus;
+void retirement_get_status(Retirement *r, StepStatus *ret);
+int retirement_retry_now(Retirement *r);
+void scan_get_status(Scan *s, StepStatus *ret);
+int scan_retry_now(Scan *s);
 
 /* Retirements (dtrotated-retire.c) */
 Retirement *retirement_new(Manager *m, const char *env, const char *id, const char *job,

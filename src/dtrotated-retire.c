@@ -197,6 +197,15 @@ static void retirement_step(Retirement *r) {
         /* A consumer must never be left holding a revoked token: refuse to revoke a token
          * that a job's file holds or that an environment authenticates with. */
         if (r->state == RETIRE_WAIT_REVOKE && (user = manager_token_in_use(r->manager, r->env_name, r->id))) {
+                if (user->revoke_now) {
+                        /* An operator's revoke-now, journaled before the rotation: the
+                         * rotation's end starts this again (job_finish_rotation()); look
+                         * again now and then, should the job end up with another token. */
+                        log_job(LOG_DEBUG, user->name, NULL, r->id, NULL, 0,
+                                "revoke-now: %s is revoked once its replacement is in place", r->id);
+                        retirement_schedule(r, now_realtime() + MIN(r->manager->config->retry_max_delay, USEC_PER_MINUTE), false);
+                        return;
+                }
                 snprintf(buf, sizeof(buf), "token is still the current token of job %s; not revoking it", user->name);
                 log_job(LOG_CRIT, user->name, MSGID_FAILED, r->id, NULL, 0, "refusing to revoke %s: %s", r->id, buf);
                 return retirement_fail(r, true, buf, 0);
@@ -338,4 +347,34 @@ static void on_delete(ApiResult *res, void *userdata) {
                 return retirement_fail(r, res->class == API_PERMANENT, res->error, res->retry_at);
         retirement_succeeded(r);
         retirement_record_deleted(r, "deleted");
+}
+
+/* ---- status and operator requests ---- */
+
+void retirement_get_status(Retirement *r, StepStatus *ret) {
+        uint64_t t;
+
+        *ret = (StepStatus) {
+                .job = r->job, .env = r->env_name, .id = r->id,
+                .what = retirement_step_name(r),
+                .at = r->state == RETIRE_WAIT_DELETE ? r->delete_at : r->revoke_at,
+                .failures = r->retry.failed ? r->retry.attempt : 0,
+                .error = r->retry.failed ? r->retry.error : NULL,
+                .failing = r->retry.failed,
+        };
+        if (r->call)
+                ret->at = now_realtime(); /* under way */
+        else if (retry_armed(&r->retry) && sd_event_source_get_time(r->retry.timer, &t) >= 0)
+                ret->at = t;
+        else if (r->retry.failed)
+                ret->at = r->retry.at;
+}
+
+int retirement_retry_now(Retirement *r) {
+        if (!r->retry.failed || r->call)
+                return 0;
+        r->retry.attempt = 0; /* the backoff starts over */
+        retirement_schedule(r, now_realtime(), true);
+        manager_status_changed(r->manager);
+        return 1;
 }

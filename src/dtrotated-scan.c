@@ -364,3 +364,33 @@ static void scan_step(Scan *s) {
         call_submit(s->call);
         manager_status_changed(m);
 }
+
+/* ---- status and operator requests ---- */
+
+void scan_get_status(Scan *s, StepStatus *ret) {
+        uint64_t t;
+
+        *ret = (StepStatus) {
+                .job = s->job, .env = s->env_name, .id = s->name, .what = "scan",
+                .at = s->until + SCAN_SETTLE,
+                .failures = s->retry.failed ? s->retry.attempt : 0,
+                .error = s->retry.failed ? s->retry.error : NULL,
+                .failing = s->retry.failed,
+        };
+        if (s->call || s->waiting_self)
+                ret->at = now_realtime(); /* under way */
+        else if (retry_armed(&s->retry) && sd_event_source_get_time(s->retry.timer, &t) >= 0)
+                ret->at = t;
+        else if (s->retry.failed)
+                ret->at = s->retry.at;
+}
+
+int scan_retry_now(Scan *s) {
+        if (!s->retry.failed || s->call || s->waiting_self)
+                return 0;
+        s->retry.attempt = 0; /* the backoff starts over */
+        /* Still never before a create of its window could have completed. */
+        scan_schedule(s, MAX(s->until + SCAN_SETTLE, now_realtime()), true);
+        manager_status_changed(s->manager);
+        return 1;
+}

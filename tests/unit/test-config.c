@@ -329,6 +329,40 @@ static void test_defaults(void **state) {
         unsetenv("STATE_DIRECTORY");
 }
 
+static void test_control_socket(void **state) {
+        _cleanup_(config_freep) Config *c = NULL;
+
+        /* Default: /run/dtrotated/control, root only. */
+        c = load_valid(ONE_JOB(""));
+        assert_string_equal(c->control_socket, DEFAULT_CONTROL_SOCKET);
+        assert_null(c->control_group);
+        assert_int_equal(c->control_gid, (gid_t) -1);
+        c = config_free(c);
+
+        /* "" disables it; a group by name or number. */
+        c = load_valid(ONE_JOB("") "control_socket = \"\";\ncontrol_group = \"0\";\n");
+        assert_null(c->control_socket);
+        assert_string_equal(c->control_group, "0");
+        assert_int_equal(c->control_gid, 0);
+        c = config_free(c);
+        c = load_valid(ONE_JOB("") "control_socket = \"/run/x//ctl\";\n");
+        assert_string_equal(c->control_socket, "/run/x/ctl");
+        c = config_free(c);
+
+        load_invalid(ONE_JOB("") "control_socket = \"run/ctl\";\n", 1);
+        expect_error(5, "control_socket: 'run/ctl' is not an absolute path");
+        load_invalid(ONE_JOB("") "control_socket = \"/run/"
+                     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                     "\";\n", 1);
+        expect_error(5, "is too long for a socket path (at most 107 bytes)");
+        load_invalid(ONE_JOB("") "control_socket = 1;\n", 1);
+        expect_error(5, "control_socket must be a string");
+        load_invalid(ONE_JOB("") "control_group = \"no-such-group-here\";\n", 1);
+        expect_error(5, "control_group: unknown group 'no-such-group-here'");
+        load_invalid(ONE_JOB("") "control_group = \"\";\n", 1);
+        expect_error(5, "control_group must not be empty");
+}
+
 /* ---- reading and syntax ------------------------------------------------------- */
 
 static void test_cannot_read(void **state) {
@@ -1190,6 +1224,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_revoke_when_unused, teardown),
                 cmocka_unit_test_teardown(test_metrics_file, teardown),
                 cmocka_unit_test_teardown(test_check_files, teardown),
+                cmocka_unit_test_teardown(test_control_socket, teardown),
         };
 
         return cmocka_run_group_tests(tests, NULL, NULL);
