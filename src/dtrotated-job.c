@@ -835,11 +835,10 @@ static void job_finish_rotation(Job *j) {
         log_job(LOG_INFO, j->name, MSGID_ROTATED, old, j->cur_id, 0,
                 "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(old),
                 format_timestamp(due, sizeof(due), job_due(j)));
-        if (revoke_now && retire)
+        if (revoke_now && retire) {
                 log_job(LOG_WARNING, j->name, MSGID_REVOKE_NOW, old, j->cur_id, 0,
                         "revoke-now: %s replaces %s, which is revoked and deleted at once (no revoke_delay, no grace period)",
                         j->cur_id, strna(old));
-        if (revoke_now && retire) {
                 /* Its retirement was journaled by the request and waits for this. */
                 Retirement *ret = manager_find_retirement(m, j->env->name, old);
                 if (ret)
