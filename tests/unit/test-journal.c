@@ -306,7 +306,8 @@ static void test_crc_all_lengths(void **state) {
 
 static void test_type_names(void **state) {
         const char *expected[] = { "job", "create", "delivered", "rotated", "retire",
-                                   "revoked", "deleted", "scan", "scanned", "forget" };
+                                   "revoked", "deleted", "scan", "scanned", "forget",
+                                   "restore", "restored", "unretire" };
 
         assert_int_equal(ELEMENTSOF(expected), _JOURNAL_TYPE_MAX);
         for (JournalType t = 0; t < _JOURNAL_TYPE_MAX; t++)
@@ -407,6 +408,10 @@ static void test_roundtrip_all_types(void **state) {
                   .grace = USEC_PER_DAY, .until = USEC_INFINITY },
                 { .type = JOURNAL_SCANNED, .job = "j", .env = "e" },
                 { .type = JOURNAL_FORGET, .job = "\x01\x7f\x80\xff" },
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p", .old_id = "c" },
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .id = "p", .old_id = "c",
+                  .created = 5, .expires = USEC_INFINITY, .at = 6 },
+                { .type = JOURNAL_UNRETIRE, .env = "e", .id = "p" },
                 /* The same with the optional keys left out (times 0, strings NULL). */
                 { .type = JOURNAL_JOB, .job = "j", .env = "e", .id = "i" },
                 { .type = JOURNAL_CREATE, .job = "j", .env = "e" },
@@ -415,6 +420,7 @@ static void test_roundtrip_all_types(void **state) {
                 { .type = JOURNAL_RETIRE, .env = "e", .id = "i" },
                 { .type = JOURNAL_REVOKED, .env = "e", .id = "i" },
                 { .type = JOURNAL_SCAN, .job = "j", .env = "e", .name = "" },
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .id = "p" },
         };
         _cleanup_free_ char *data = NULL;
         size_t size;
@@ -445,6 +451,10 @@ static void test_roundtrip_all_types(void **state) {
         assert_non_null(strstr(data, " retire env=e id=i\n"));
         assert_non_null(strstr(data, " delivered job=j env=e id=%3D old=o created=11 expires=never\n"));
         assert_non_null(strstr(data, " scan job=j env=e name=\n"));
+        assert_non_null(strstr(data, " restore job=j env=e id=p old=c\n"));
+        assert_non_null(strstr(data, " restored job=j env=e id=p old=c at=6 created=5 expires=never\n"));
+        assert_non_null(strstr(data, " restored job=j env=e id=p\n"));
+        assert_non_null(strstr(data, " unretire env=e id=p\n"));
         for (char *p = data; *p; p++) /* only printable ASCII and newlines */
                 assert_true(*p == '\n' || (*p >= 0x20 && *p <= 0x7e));
 }
@@ -499,6 +509,10 @@ static void test_append_rejects_invalid(void **state) {
                 { .type = JOURNAL_DELETED, .env = "e", .id = "i", .name = "n" },      /* name not allowed */
                 { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .until = 3 },        /* until not allowed */
                 { .type = JOURNAL_CREATE, .job = "j", .env = "e", .grace = 3 },       /* grace not allowed */
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p" },       /* no old */
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p", .old_id = "c", .at = 1 }, /* at not allowed */
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .old_id = "c" },  /* no id */
+                { .type = JOURNAL_UNRETIRE, .env = "e", .id = "p", .job = "j" },      /* job not allowed */
                 { .type = _JOURNAL_TYPE_MAX, .job = "j" },
                 { .type = (JournalType) -1, .job = "j" },
         };
@@ -759,6 +773,14 @@ static void test_semantic_damage(void **state) {
                 { "forget job=\xc3\xa9", "invalid byte 0xc3" },
                 { "create job=a env=b grace=5", "grace= not allowed in a create record" },
                 { "job job=a env=b id=c until=5", "until= not allowed in a job record" },
+                { "restore job=a env=b id=c", "restore record without old=" },
+                { "restore job=a env=b old=c", "restore record without id=" },
+                { "restore job=a env=b id=c old=d created=5", "created= not allowed in a restore record" },
+                { "restored job=a env=b old=c", "restored record without id=" },
+                { "restored job=a env=b id=c grace=5", "grace= not allowed in a restored record" },
+                { "unretire env=b", "unretire record without id=" },
+                { "unretire env=b id=c job=a", "job= not allowed in a unretire record" },
+                { "restoring job=a env=b id=c old=d", "unknown record type 'restoring'" },
                 /* Batch markers: a bad one, or record K > 1 without the ones before it. */
                 { "forget job=a batch=1/1", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
                 { "forget job=a batch=0/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
