@@ -1014,6 +1014,7 @@ void job_start(Job *j) {
                         free(j->cur_id);
                         j->cur_id = NULL;
                         j->phase = PHASE_NEW;
+                        j->held = false; /* the restored token was of the other one */
                         j->env = manager_get_env(m, j->config->environment, true);
                 }
         }

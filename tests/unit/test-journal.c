@@ -941,6 +941,42 @@ static void test_compact(void **state) {
         journal_close(j);
 }
 
+/* The restore records survive a compaction as written: a held job (RESTORED) and one in
+ * the middle of a restore (RESTORE), as the manager's emitter writes them. */
+static void test_compact_restore_records(void **state) {
+        Fixture *f = *state;
+        const JournalRecord live[] = {
+                { .type = JOURNAL_RESTORED, .job = "held", .env = "prod", .id = "dt0c01.PREV",
+                  .created = 5, .expires = USEC_INFINITY, .at = 7 },
+                { .type = JOURNAL_ROTATED, .job = "busy", .env = "prod", .id = "dt0c01.CUR", .at = 8 },
+                { .type = JOURNAL_RESTORE, .job = "busy", .env = "prod", .id = "dt0c01.OLD", .old_id = "dt0c01.CUR" },
+                { .type = JOURNAL_RETIRE, .job = "busy", .env = "prod", .id = "dt0c01.OLD", .at = 9, .grace = 10 },
+        };
+        const JournalRecord batch[] = {
+                { .type = JOURNAL_RESTORED, .job = "busy", .env = "prod", .id = "dt0c01.OLD",
+                  .old_id = "dt0c01.CUR", .at = 11 },
+                { .type = JOURNAL_UNRETIRE, .env = "prod", .id = "dt0c01.OLD" },
+                { .type = JOURNAL_RETIRE, .job = "busy", .env = "prod", .id = "dt0c01.CUR", .at = 11, .grace = 10 },
+        };
+        EmitState e = { .records = live, .n = ELEMENTSOF(live), .try_append = true };
+        JournalRecord all[ELEMENTSOF(live) + ELEMENTSOF(batch)];
+        Collector c = {};
+
+        Journal *j = open_ok(f, NULL);
+        assert_int_equal(journal_append(j, five, 5), 0);
+        assert_int_equal(journal_compact(j, emit, &e), 0);
+        assert_int_equal(journal_n_records(j), ELEMENTSOF(live));
+        assert_int_equal(journal_append(j, batch, ELEMENTSOF(batch)), 0);
+        journal_close(j);
+
+        memcpy(all, live, sizeof(live));
+        memcpy(all + ELEMENTSOF(live), batch, sizeof(batch));
+        j = open_ok(f, &c);
+        assert_records(&c, all, ELEMENTSOF(all));
+        journal_close(j);
+        collector_done(&c);
+}
+
 static void test_compact_failure(void **state) {
         Fixture *f = *state;
         _cleanup_free_ char *before = NULL, *after = NULL;
@@ -1681,6 +1717,7 @@ int main(void) {
                 T(test_replay_error),
                 T(test_compact),
                 T(test_compact_failure),
+                T(test_compact_restore_records),
                 T(test_stale_journal_new),
                 T(test_journal_new_without_journal),
                 T(test_append_failure_rollback),
