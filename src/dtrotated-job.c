@@ -39,7 +39,6 @@ const char *job_phase_to_string(JobPhase p) {
         return p < _PHASE_MAX ? job_phase_table[p] : "?";
 }
 
-
 static int job_name_cmp(const void *a, const void *b) {
         return strcmp(((const Job *) a)->name, ((const Job *) b)->name);
 }

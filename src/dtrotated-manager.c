@@ -166,7 +166,7 @@ static char *manager_status(Manager *m) {
                         rotating++;
                 if (j->held)
                         held++;
-                if (j->state == JOB_IDLE && j->retry.timer) {
+                if (j->state == JOB_IDLE && !j->held && j->retry.timer) {
                         uint64_t t;
                         if (sd_event_source_get_time(j->retry.timer, &t) >= 0 && t < next_rotation)
                                 next_rotation = t;
