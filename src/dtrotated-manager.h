@@ -112,7 +112,6 @@ struct Job {
         char *create_name;           /* INTENT: the name the creates used */
         char *delivered_id;          /* DELIVERED: new token in the file, hook owed */
         usec_t delivered_created, delivered_expires;
-        bool held;                   /* restored: no scheduled rotation until an operator's */
         char *restore_id;            /* RESTORE: the previous token being put back */
 
         /* Runtime only, during a restore (dtrotated-restore.c) */
@@ -124,9 +123,11 @@ struct Job {
         char *new_secret;            /* created, not yet delivered */
         char *new_id;
         usec_t new_created, new_expires;
-        bool rotated_this_run;       /* --once: one rotation per job */
         char *old_secret;            /* the file's token as last read (erase_and_free) ... */
         char *old_secret_id;         /* ... and its id once looked up: kept for a restore */
+        bool rotated_this_run;       /* --once: one rotation per job */
+        bool held;                   /* persistent (RESTORED): no scheduled rotation until
+                                      * an operator's rotate */
 
         Job *next;
 };
