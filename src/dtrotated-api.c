@@ -172,6 +172,7 @@ static const char *const op_table[_API_OP_MAX] = {
         [API_REVOKE] = "revoke",
         [API_DELETE] = "delete",
         [API_LIST] = "list",
+        [API_ENABLE] = "enable",
 };
 
 const char *api_op_to_string(ApiOp op) {
@@ -181,11 +182,11 @@ const char *api_op_to_string(ApiOp op) {
 }
 
 static bool op_is_mutating(ApiOp op) {
-        return op == API_CREATE || op == API_REVOKE || op == API_DELETE;
+        return op == API_CREATE || op == API_REVOKE || op == API_ENABLE || op == API_DELETE;
 }
 
 static bool op_takes_id(ApiOp op) {
-        return op == API_GET || op == API_REVOKE || op == API_DELETE;
+        return op == API_GET || op == API_REVOKE || op == API_ENABLE || op == API_DELETE;
 }
 
 /* ---- small helpers ---- */
@@ -438,9 +439,11 @@ static int build_body(ApiRequest *r, const ApiArgs *args) {
                         return k;
                 break;
         case API_REVOKE:
+        case API_ENABLE:
                 if ((k = gen_string(g, r->version == API_V1 ? "revoked" : "enabled")) < 0)
                         return k;
-                if (yajl_gen_bool(g, r->version == API_V1) != yajl_gen_status_ok)
+                /* v1 revoked:true / v2 enabled:false revokes; the opposite enables. */
+                if (yajl_gen_bool(g, (r->version == API_V1) == (r->op == API_REVOKE)) != yajl_gen_status_ok)
                         return -ENOMEM;
                 break;
         case API_CREATE:
@@ -1116,6 +1119,7 @@ static int request_set_url(ApiRequest *r, const char *page_key) {
                 break;
         case API_GET:
         case API_REVOKE:
+        case API_ENABLE:
         case API_DELETE:
                 url = strdup_printf("%s%s/%s", r->base_url, path, r->target);
                 break;
@@ -1185,6 +1189,7 @@ static int validate(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args) {
                 return string_is_safe_token(args->token, API_MAX_FIELD) ? 0 : -EINVAL;
         case API_GET:
         case API_REVOKE:
+        case API_ENABLE:
         case API_DELETE:
                 return api_id_is_valid(ep->version, args->id) ? 0 : -EINVAL;
         case API_CREATE:
@@ -1265,12 +1270,13 @@ int api_request_new(const ApiEndpoint *ep, ApiOp op, const ApiArgs *args, ApiReq
         case API_LOOKUP:
         case API_CREATE:
         case API_REVOKE:
+        case API_ENABLE:
                 k = build_body(r, args);
                 if (k < 0)
                         return k;
                 SETOPT(r->easy, CURLOPT_POSTFIELDS, r->body);
                 SETOPT(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_size);
-                if (op == API_REVOKE)
+                if (op == API_REVOKE || op == API_ENABLE)
                         SETOPT(r->easy, CURLOPT_CUSTOMREQUEST, "PUT");
                 break;
         case API_DELETE:
@@ -1470,6 +1476,7 @@ static long expected_status(ApiOp op) {
         case API_CREATE:
                 return 201;
         case API_REVOKE:
+        case API_ENABLE:
         case API_DELETE:
                 return 204;
         default:
@@ -1478,7 +1485,7 @@ static long expected_status(ApiOp op) {
 }
 
 static bool op_has_answer(ApiOp op) {
-        return op != API_REVOKE && op != API_DELETE;
+        return op != API_REVOKE && op != API_ENABLE && op != API_DELETE;
 }
 
 /* Not the documented answer: a proxy's page, another 2xx, the wrong content type. */
@@ -1688,7 +1695,7 @@ static int parse_success(ApiRequest *r, ApiResult *res, Why *why) {
         int k;
 
         if (!op_has_answer(r->op))
-                return 0; /* REVOKE, DELETE: 204, nothing to read */
+                return 0; /* REVOKE, ENABLE, DELETE: 204, nothing to read */
 
         k = parse_answer(r, false, &v, why);
         if (k < 0)

@@ -19,13 +19,15 @@ typedef enum ApiOp {
         API_REVOKE,   /* id                         v1: PUT {"revoked":true}; v2: PUT {"enabled":false} */
         API_DELETE,   /* id                         DELETE; 404 counts as done */
         API_LIST,     /* -> id + name of every token (v1: limit=, v2: follows nextPageKey) */
+        API_ENABLE,   /* id                         v1: PUT {"revoked":false}; v2: PUT {"enabled":true}
+                       * (undoes a REVOKE; a deleted token is 404) */
         _API_OP_MAX,
 } ApiOp;
 
 const char *api_op_to_string(ApiOp op);   /* "lookup", "get", "create", ... */
 
 /* Success is the documented status and nothing else: LOOKUP, GET, LIST 200, CREATE 201
- * (each with an application/json body of the documented shape), REVOKE and DELETE 204
+ * (each with an application/json body of the documented shape), REVOKE, ENABLE and DELETE 204
  * (DELETE 404 with an empty or JSON body: already gone). Any other answer (another 2xx,
  * HTML, the wrong content type, a 1xx or a status above 599) is API_TRANSIENT with an
  * error like "revoke ID: unexpected answer HTTP 200 (text/html), expected 204". */
@@ -51,7 +53,7 @@ typedef struct ApiEndpoint {
 
 typedef struct ApiArgs {
         const char *token;        /* LOOKUP: the secret to look up */
-        const char *id;           /* GET, REVOKE, DELETE: must pass api_id_is_valid() */
+        const char *id;           /* GET, REVOKE, ENABLE, DELETE: must pass api_id_is_valid() */
         const char *name;         /* CREATE */
         char * const *scopes;     /* CREATE, NULL-terminated */
         usec_t expires_in;        /* CREATE: USEC_INFINITY = never expires */

@@ -22,11 +22,13 @@ static const char *const job_state_table[_JOB_STATE_MAX] = {
         [JOB_INIT] = "init",         [JOB_IDLE] = "idle",
         [JOB_LOOKUP_OLD] = "lookup", [JOB_CREATE] = "create",
         [JOB_LOOKUP_NEW] = "verify", [JOB_HOOK] = "hook",
+        [JOB_RESTORE] = "restore",
 };
 
 static const char *const job_phase_table[_PHASE_MAX] = {
         [PHASE_NEW] = "new",         [PHASE_IDLE] = "idle",
         [PHASE_INTENT] = "intent",   [PHASE_DELIVERED] = "delivered",
+        [PHASE_RESTORE] = "restore",
 };
 
 const char *job_state_to_string(JobState s) {
@@ -36,9 +38,6 @@ const char *job_state_to_string(JobState s) {
 const char *job_phase_to_string(JobPhase p) {
         return p < _PHASE_MAX ? job_phase_table[p] : "?";
 }
-
-static void job_step(Job *j);
-static void job_go_idle(Job *j);
 
 /* An operator's request waiting for the job's rotation (job_rotate_now()). */
 struct JobRequest {
@@ -97,6 +96,8 @@ static void job_clear_rotation(Job *j) {
         j->new_secret = erase_and_free(j->new_secret);
         free(j->new_id);
         j->new_id = NULL;
+        j->old_secret = erase_and_free(j->old_secret);
+        j->old_secret_id = (free(j->old_secret_id), NULL);
 }
 
 Job *job_free(Job *j) {
@@ -106,6 +107,7 @@ Job *job_free(Job *j) {
                                                                               : "the job was removed from the configuration");
         call_cancel(j->call);
         hook_free(j->hook);
+        job_restore_free(j);
         retry_done(&j->retry);
         job_clear_rotation(j);
         free(j->token_name);
@@ -113,6 +115,7 @@ Job *job_free(Job *j) {
         free(j->cur_id);
         free(j->create_name);
         free(j->delivered_id);
+        free(j->restore_id);
         free(j);
         return NULL;
 }
@@ -164,6 +167,7 @@ static void job_clear_intent(Job *j) {
         j->delivered_id = (free(j->delivered_id), NULL);
         j->delivered_created = 0;
         j->delivered_expires = USEC_INFINITY;
+        j->restore_id = (free(j->restore_id), NULL);
 }
 
 int job_apply_record(Manager *m, const JournalRecord *r) {
@@ -180,12 +184,17 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 j->cur_expires = r->expires;
                 if (r->type == JOURNAL_ROTATED && r->at)
                         j->rotated_at = r->at;
+                /* A rotation ends the hold of a restore; the file's token changing does not. */
+                if (r->type == JOURNAL_ROTATED)
+                        j->held = false;
                 /* A JOB record during an intent: the operator put another token in the
                  * file; the intent's scan was recorded in the same batch. */
                 job_clear_intent(j);
                 j->phase = PHASE_IDLE;
                 break;
         case JOURNAL_CREATE:
+                if (j->phase == PHASE_RESTORE)
+                        return replay_inconsistent(r, "create during a restore");
                 if (j->phase != PHASE_INTENT)
                         j->create_first = r->at;
                 j->create_last = r->at;
@@ -201,6 +210,40 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 j->delivered_created = r->created;
                 j->delivered_expires = r->expires;
                 j->phase = PHASE_DELIVERED;
+                break;
+        case JOURNAL_RESTORE: {
+                Retirement *ret;
+                if (j->phase != PHASE_IDLE || !streq_ptr(j->cur_id, r->old_id))
+                        return replay_inconsistent(r, "restore while the job is not idle with that token");
+                if (set_str(&j->restore_id, r->id) < 0)
+                        return -ENOMEM;
+                j->phase = PHASE_RESTORE;
+                /* From here on the previous token may be enabled again: if the restore is
+                 * abandoned, its retirement revokes it again (and the grace period starts
+                 * over from that confirmed revoke). A compacted journal lists the
+                 * retirement after the job: then there is nothing to reset here. */
+                ret = manager_find_retirement(m, r->env, r->id);
+                if (ret) {
+                        call_cancel(TAKE_PTR(ret->call));
+                        retry_done(&ret->retry);
+                        ret->state = RETIRE_WAIT_REVOKE;
+                        ret->delete_at = 0;
+                }
+                break;
+        }
+        case JOURNAL_RESTORED:
+                if (!(j->phase == PHASE_NEW ||
+                      (j->phase == PHASE_RESTORE && streq_ptr(j->restore_id, r->id))))
+                        return replay_inconsistent(r, "restored without a restore of that token");
+                if (set_str(&j->cur_id, r->id) < 0)
+                        return -ENOMEM;
+                j->cur_created = r->created;
+                j->cur_expires = r->expires;
+                if (r->at)
+                        j->rotated_at = r->at;
+                job_clear_intent(j);
+                j->held = true;
+                j->phase = PHASE_IDLE;
                 break;
         case JOURNAL_FORGET:
                 job_unlink_and_free(j);
@@ -225,10 +268,14 @@ int job_emit_records(Job *j) {
 
         if (j->cur_id)
                 r = journal_compact_add(jn, &(JournalRecord) {
-                        .type = j->rotated_at ? JOURNAL_ROTATED : JOURNAL_JOB, .job = j->name,
-                        .env = env, .id = j->cur_id, .created = j->cur_created,
+                        .type = j->held ? JOURNAL_RESTORED : j->rotated_at ? JOURNAL_ROTATED : JOURNAL_JOB,
+                        .job = j->name, .env = env, .id = j->cur_id, .created = j->cur_created,
                         .expires = j->cur_expires, .at = j->rotated_at });
-        if (r >= 0 && j->phase >= PHASE_INTENT) {
+        if (r >= 0 && j->phase == PHASE_RESTORE)
+                r = journal_compact_add(jn, &(JournalRecord) {
+                        .type = JOURNAL_RESTORE, .job = j->name, .env = env, .id = j->restore_id,
+                        .old_id = j->cur_id });
+        if (r >= 0 && IN_SET(j->phase, PHASE_INTENT, PHASE_DELIVERED)) {
                 /* First and last attempt: the window a later scan covers. */
                 r = journal_compact_add(jn, &(JournalRecord) {
                         .type = JOURNAL_CREATE, .job = j->name, .env = env, .old_id = j->cur_id,
@@ -282,6 +329,14 @@ bool job_is_active(Job *j) {
         return j->call || j->hook || retry_armed(&j->retry) || j->waiting_self;
 }
 
+bool job_is_held(const Job *j) {
+        return j->held;
+}
+
+bool job_is_restoring(const Job *j) {
+        return j->phase == PHASE_RESTORE;
+}
+
 bool job_is_creating(const Job *j) {
         return (j->call && j->call->op == API_CREATE) || (j->new_secret && !j->new_id);
 }
@@ -301,7 +356,7 @@ static int on_job_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 /* Arms the job's timer for `when`, unless --once says that is beyond this run. */
-static void job_schedule(Job *j, usec_t when, bool retry) {
+void job_schedule(Job *j, usec_t when, bool retry) {
         Manager *m = j->manager;
 
         if (m->once && !retry && j->rotated_this_run)
@@ -309,7 +364,7 @@ static void job_schedule(Job *j, usec_t when, bool retry) {
         (void) retry_schedule(m, &j->retry, when, retry, on_job_timer, j);
 }
 
-static void job_succeeded(Job *j) {
+void job_succeeded(Job *j) {
         j->permanent = false;
         retry_succeeded(&j->retry);
 }
@@ -326,7 +381,7 @@ char *format_retry(char *buf, size_t size, usec_t retry_at) {
         return buf;
 }
 
-static void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at) {
+void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at) {
         Manager *m = j->manager;
         char when[FORMAT_DURATION_MAX + 16], ts[FORMAT_TIMESTAMP_MAX];
 
@@ -422,6 +477,10 @@ static void job_step_lookup_old(Job *j) {
         j->call = job_call(j, API_LOOKUP, on_lookup_old);
         if (!j->call)
                 return job_fail_errno(j, -ENOMEM, "lookup");
+        /* Kept in memory (only) for a restore during the grace period of this token. */
+        erase_and_free(j->old_secret);
+        j->old_secret = strdup(secret);
+        j->old_secret_id = (free(j->old_secret_id), NULL);
         j->call->arg_token = TAKE_PTR(secret);
         call_submit(j->call);
 }
@@ -486,7 +545,7 @@ static void job_step_lookup_new(Job *j) {
         call_submit(j->call);
 }
 
-static void job_step(Job *j) {
+void job_step(Job *j) {
         if (j->call || j->hook)
                 return; /* already under way */
         if (!j->config || !j->env) {
@@ -506,6 +565,9 @@ static void job_step(Job *j) {
                 break;
         case JOB_HOOK:
                 job_run_hook(j);
+                break;
+        case JOB_RESTORE:
+                job_restore_step(j);
                 break;
         case JOB_IDLE:
         default:
@@ -596,8 +658,12 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
         int r;
 
         j->call = NULL;
-        if (res->class != API_OK)
+        if (res->class != API_OK) {
+                j->old_secret = erase_and_free(j->old_secret);
                 return job_fail_result(j, res);
+        }
+        if (j->old_secret && set_str(&j->old_secret_id, info->id) < 0)
+                j->old_secret = erase_and_free(j->old_secret);
         if (j->phase == PHASE_INTENT && j->cur_id && !streq(info->id, j->cur_id))
                 return job_resume_other_token(j, info);
 
@@ -695,7 +761,7 @@ static void on_create(ApiResult *res, void *userdata) {
 /* The new token is in the file: every environment that authenticates with that file (this
  * job's, or another one's through the same file or an alias of it) switches to it before
  * anything else: the API refuses to revoke the token in use. */
-static void job_switch_auth(Job *j, const char *new_id) {
+void job_switch_auth(Job *j, const char *new_id) {
         for (Env *e = j->manager->envs; e; e = e->next) {
                 int r;
                 if (!e->config || !env_uses_file(e, j->config->file))
@@ -831,6 +897,20 @@ static void job_finish_rotation(Job *j) {
         r = manager_record(m, recs + !retire, retire ? 2 : 1);
         if (r < 0)
                 return job_fail_errno(j, r, "journal");
+        if (retire && !revoke_now && j->old_secret && streq_ptr(j->old_secret_id, old)) {
+                /* The old token's secret, read from the file before this rotation, stays
+                 * in memory with its retirement: dtrotatectl restore can put it back
+                 * during the grace period. Only the latest previous token is kept. */
+                Retirement *ret = manager_find_retirement(m, j->env->name, old);
+                for (Retirement *o = m->retirements; o; o = o->next)
+                        if (o != ret && streq_ptr(o->job, j->name))
+                                o->secret = erase_and_free(o->secret);
+                if (ret && !ret->secret)
+                        ret->secret = TAKE_PTR(j->old_secret);
+        }
+        /* Not kept (a revoke-now, or not the token that was retired): wipe it now. */
+        j->old_secret = erase_and_free(j->old_secret);
+        j->old_secret_id = (free(j->old_secret_id), NULL);
         j->rotated_this_run = true;
         log_job(LOG_INFO, j->name, MSGID_ROTATED, old, j->cur_id, 0,
                 "rotated: %s replaces %s; next rotation due %s", j->cur_id, strna(old),
@@ -880,7 +960,7 @@ static void job_run_hook(Job *j) {
 
 /* ---- idle, configuration, start-up ---- */
 
-static void job_go_idle(Job *j) {
+void job_go_idle(Job *j) {
         Manager *m = j->manager;
         char ts[FORMAT_TIMESTAMP_MAX];
 
@@ -903,9 +983,14 @@ static void job_go_idle(Job *j) {
                 j->env = manager_get_env(m, j->config->environment, true);
                 manager_config_released(m);
         }
-        if (j->config && j->cur_id) {
+        if (j->config && j->cur_id && j->held && !j->force) {
+                log_job(LOG_DEBUG, j->name, NULL, NULL, j->cur_id, 0,
+                        "held after a restore: no rotation until dtrotatectl rotate %s", j->name);
+                if (j->retry.timer)
+                        (void) sd_event_source_set_enabled(j->retry.timer, SD_EVENT_OFF);
+        } else if (j->config && j->cur_id) {
                 /* An operator's rotate that did not get to rotate yet (the file held
-                 * another token, say): now. */
+                 * another token, say): now. It also ends a hold. */
                 usec_t due = j->force ? now_realtime() : job_due(j);
                 log_job(LOG_DEBUG, j->name, NULL, NULL, j->cur_id, 0, "next rotation due %s",
                         format_timestamp(ts, sizeof(ts), due));
@@ -1005,6 +1090,7 @@ void job_start(Job *j) {
                         free(j->cur_id);
                         j->cur_id = NULL;
                         j->phase = PHASE_NEW;
+                        j->held = false; /* the restored token was of the other one */
                         j->env = manager_get_env(m, j->config->environment, true);
                 }
         }
@@ -1016,6 +1102,10 @@ void job_start(Job *j) {
         case PHASE_DELIVERED:
                 /* The new token is in the file; the hook may not have run. */
                 j->state = JOB_HOOK;
+                break;
+        case PHASE_RESTORE:
+                /* An interrupted restore: what the file holds decides. */
+                j->state = JOB_RESTORE;
                 break;
         case PHASE_INTENT:
                 if (deliver_read_staged(j->config, &staged) >= 0) {
@@ -1035,6 +1125,12 @@ void job_start(Job *j) {
         default: {
                 usec_t now = now_realtime(), due = j->force ? now : job_due(j);
                 j->state = JOB_IDLE;
+                if (j->held) {
+                        log_job(LOG_INFO, j->name, NULL, NULL, j->cur_id, 0,
+                                "holds its restored token %s: no rotation until dtrotatectl rotate %s",
+                                j->cur_id, j->name);
+                        return;
+                }
                 if (due <= now && !m->once) {
                         /* Overdue at start-up: spread a fleet of them over a few seconds. */
                         usec_t spread = MIN(m->n_jobs * 10 * USEC_PER_MSEC, 5 * USEC_PER_SEC);

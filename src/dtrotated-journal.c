@@ -16,8 +16,8 @@
  *
  *   CCCCCCCC  the CRC-32 (IEEE 802.3, as in zlib) of everything after the first space
  *             up to, not including, the '\n', as 8 lowercase hex digits
- *   TYPE      job, create, delivered, rotated, retire, revoked, deleted, scan, scanned
- *             or forget
+ *   TYPE      job, create, delivered, rotated, retire, revoked, deleted, scan, scanned,
+ *             forget, restore, restored or unretire
  *   key=value one field per key the record carries, separated by single spaces, in the
  *             order job= env= id= old= name= at= created= expires= grace= until=
  *             unused= batch= (readers accept any order; a key appears at most once)
@@ -41,6 +41,9 @@
  *   scan       job env name        at grace until
  *   scanned    job env
  *   forget     job
+ *   restore    job env id old
+ *   restored   job env id          old created expires at
+ *   unretire   env id
  *
  * BATCHES: the records of one journal_append() are one batch. A batch of one record is
  * a line without batch=. In a batch of N >= 2 records the K-th line carries
@@ -227,6 +230,10 @@ static const struct {
                                              K(KEY_AT) | K(KEY_GRACE) | K(KEY_UNTIL) },
         [JOURNAL_SCANNED]   = { "scanned",   K(KEY_JOB) | K(KEY_ENV), K(KEY_UNTIL) },
         [JOURNAL_FORGET]    = { "forget",    K(KEY_JOB), 0 },
+        [JOURNAL_RESTORE]   = { "restore",   K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID) | K(KEY_OLD), 0 },
+        [JOURNAL_RESTORED]  = { "restored",  K(KEY_JOB) | K(KEY_ENV) | K(KEY_ID),
+                                             K(KEY_OLD) | K(KEY_CREATED) | K(KEY_EXPIRES) | K(KEY_AT) },
+        [JOURNAL_UNRETIRE]  = { "unretire",  K(KEY_ENV) | K(KEY_ID), 0 },
 };
 
 const char *journal_type_to_string(JournalType t) {

@@ -34,6 +34,13 @@ typedef enum JournalType {
         JOURNAL_SCANNED,    /* job env [until]: the owed scan has run over the window
                              * ending at `until` (a later SCAN may have widened it) */
         JOURNAL_FORGET,     /* job: removed from the config; drop its schedule */
+        JOURNAL_RESTORE,    /* job env id old: intent, the job puts its previous token
+                             * `id` back in place of `old` (dtrotatectl restore); the
+                             * retirement of `id` waits (is revoked again if abandoned) */
+        JOURNAL_RESTORED,   /* job env id [old] created expires [at]: done, id is the
+                             * job's token again and the job is held: no scheduled
+                             * rotation until an operator's rotate (a ROTATED ends it) */
+        JOURNAL_UNRETIRE,   /* env id: the retirement of id is dropped (restored) */
         _JOURNAL_TYPE_MAX,
 } JournalType;
 /* The string keys listed are required, except those in [] (may be NULL); times are

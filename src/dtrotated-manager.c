@@ -19,7 +19,8 @@
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id) {
         for (Job *j = m->jobs; j; j = j->next)
                 if (j->env && streq(j->env->name, env) &&
-                    (streq_ptr(j->cur_id, id) || streq_ptr(j->delivered_id, id)))
+                    (streq_ptr(j->cur_id, id) || streq_ptr(j->delivered_id, id) ||
+                     streq_ptr(j->restore_id, id)))
                         return j;
         return NULL;
 }
@@ -152,6 +153,7 @@ int manager_apply_record(Manager *m, const JournalRecord *r) {
         case JOURNAL_RETIRE:
         case JOURNAL_REVOKED:
         case JOURNAL_DELETED:
+        case JOURNAL_UNRETIRE:
                 return retirement_apply_record(m, r);
         case JOURNAL_SCAN:
         case JOURNAL_SCANNED:
@@ -180,7 +182,7 @@ int manager_record(Manager *m, const JournalRecord *r, size_t n) {
 /* ---- status ---- */
 
 static char *manager_status(Manager *m) {
-        size_t idle = 0, rotating = 0, failing = 0, grace = 0, revoke = 0, scans = m->n_scans;
+        size_t idle = 0, rotating = 0, failing = 0, grace = 0, revoke = 0, scans = m->n_scans, held = 0;
         usec_t next_rotation = USEC_INFINITY, next_delete = USEC_INFINITY, now = now_realtime();
         const char *first_fail = NULL, *first_fail_error = NULL, *next_delete_job = NULL;
         char d1[FORMAT_DURATION_MAX], d2[FORMAT_DURATION_MAX];
@@ -201,7 +203,9 @@ static char *manager_status(Manager *m) {
                         idle++;
                 else
                         rotating++;
-                if (j->state == JOB_IDLE && j->retry.timer) {
+                if (j->held)
+                        held++;
+                if (j->state == JOB_IDLE && !j->held && j->retry.timer) {
                         uint64_t t;
                         if (sd_event_source_get_time(j->retry.timer, &t) >= 0 && t < next_rotation)
                                 next_rotation = t;
@@ -222,6 +226,10 @@ static char *manager_status(Manager *m) {
         strncat(buf, part, sizeof(buf) - strlen(buf) - 1);
         if (rotating) {
                 snprintf(part, sizeof(part), ", %zu rotating", rotating);
+                strncat(buf, part, sizeof(buf) - strlen(buf) - 1);
+        }
+        if (held) {
+                snprintf(part, sizeof(part), ", %zu held after a restore", held);
                 strncat(buf, part, sizeof(buf) - strlen(buf) - 1);
         }
         if (revoke) {
@@ -754,12 +762,16 @@ int manager_show_state(Config *config, FILE *f) {
                 if (j->cur_expires != USEC_INFINITY)
                         print_time(f, "expires", j->cur_expires);
                 print_time(f, "rotated", j->rotated_at);
-                if (j->phase >= PHASE_INTENT) {
+                if (IN_SET(j->phase, PHASE_INTENT, PHASE_DELIVERED)) {
                         print_time(f, "first-create", j->create_first);
                         print_time(f, "last-create", j->create_last);
                 }
                 if (j->delivered_id)
                         fprintf(f, " delivered=%s", j->delivered_id);
+                if (j->restore_id)
+                        fprintf(f, " restore=%s", j->restore_id);
+                if (j->held)
+                        fputs(" held", f);
                 fputc('\n', f);
         }
         for (Retirement *ret = m->retirements; ret; ret = ret->next) {

@@ -55,6 +55,21 @@ typedef struct Retry {
  *                                        token -> JOB + SCAN (operator's); the old token
  *                                        -> SCAN for the last attempt, create again
  *  DELIVERED  DELIVERED                  run the hook, then ROTATED + RETIRE in one batch
+ *  IDLE, held RESTORED                   like IDLE, but nothing is scheduled: the job keeps
+ *                                        its restored token until an operator's rotate
+ *                                        (whose ROTATED ends the hold)
+ *  RESTORE    RESTORE (intent)           dtrotatectl restore was interrupted; the previous
+ *                                        token's retirement is back at "revoke" and waits
+ *                                        (neither revoked nor deleted while the job restores
+ *                                        it). Look the file's token up: the previous token
+ *                                        (the file was committed) -> enable it again,
+ *                                        confirm, run the hook, then RESTORED + UNRETIRE of
+ *                                        the previous + RETIRE of the current in one batch;
+ *                                        the current token (not committed; the secret is
+ *                                        not kept across restarts) -> JOB: abandoned, the
+ *                                        previous token is revoked again by its retirement;
+ *                                        another token (the operator's) -> JOB + RETIRE of
+ *                                        the current token in one batch
  *
  * Retirements (RETIRE, REVOKED, DELETED) and scans (SCAN, SCANNED) are objects of their
  * own, keyed by environment and token id or job, so that no edit of the configuration
@@ -64,6 +79,7 @@ typedef enum JobPhase {
         PHASE_IDLE,
         PHASE_INTENT,
         PHASE_DELIVERED,
+        PHASE_RESTORE,               /* putting the previous token back (dtrotated-restore.c) */
         _PHASE_MAX,
 } JobPhase;
 
@@ -75,6 +91,7 @@ typedef enum JobState {
         JOB_CREATE,       /* 2. create the new token (each attempt journaled first) */
         JOB_LOOKUP_NEW,   /* 3. look up the new token (staged next to the file) */
         JOB_HOOK,         /* 5. delivered; on_rotate running or owed */
+        JOB_RESTORE,      /* putting the previous token back (dtrotated-restore.c) */
         _JOB_STATE_MAX,
 } JobState;
 
@@ -103,6 +120,10 @@ struct Job {
         char *create_name;           /* INTENT: the name the creates used */
         char *delivered_id;          /* DELIVERED: new token in the file, hook owed */
         usec_t delivered_created, delivered_expires;
+        char *restore_id;            /* RESTORE: the previous token being put back */
+
+        /* Runtime only, during a restore (dtrotated-restore.c) */
+        struct JobRestore *restore_run;
 
         /* Runtime only, during a rotation */
         char *token_name;            /* effective token name (config or old token's) */
@@ -110,7 +131,11 @@ struct Job {
         char *new_secret;            /* created, not yet delivered */
         char *new_id;
         usec_t new_created, new_expires;
+        char *old_secret;            /* the file's token as last read (erase_and_free) ... */
+        char *old_secret_id;         /* ... and its id once looked up: kept for a restore */
         bool rotated_this_run;       /* --once: one rotation per job */
+        bool held;                   /* persistent (RESTORED): no scheduled rotation until
+                                      * an operator's rotate */
 
         /* Operator requests (job_rotate_now()), runtime only */
         bool force;                  /* rotate at the next step, whatever the schedule */
@@ -135,6 +160,9 @@ struct Retirement {
         usec_t revoke_at;
         usec_t grace;
         usec_t delete_at;            /* set once the revoke was confirmed */
+        char *secret;                /* runtime only, never journaled: the token's secret,
+                                      * kept by the rotation that retired it for a restore
+                                      * (erase_and_free); NULL after a restart */
         RetirementState state;
         Retry retry;
         Call *call;
@@ -269,6 +297,19 @@ int job_rotate_now(Job *j, bool revoke_now, job_request_done_t done, void *userd
  * rotate (dtrotated-restore.c). Returns -errno with *ret_refusal set when refused at once
  * (e.g. the previous token is gone). */
 int job_restore(Job *j, job_request_done_t done, void *userdata, char **ret_refusal);
+bool job_is_held(const Job *j);            /* restored, waiting for an operator's rotate */
+bool job_is_restoring(const Job *j);       /* a restore is under way (or owed after a crash) */
+/* The job restoring this token, if any: its retirement neither revokes nor deletes it. */
+const Job *manager_token_restoring(Manager *m, const char *env, const char *id);
+void job_restore_step(Job *j);             /* job_step() for JOB_RESTORE */
+void job_restore_free(Job *j);             /* job_free(): a pending request gets -ECANCELED */
+/* Shared with dtrotated-restore.c (dtrotated-job.c) */
+void job_step(Job *j);
+void job_fail(Job *j, bool permanent, const char *error, usec_t retry_at);
+void job_succeeded(Job *j);
+void job_go_idle(Job *j);
+void job_schedule(Job *j, usec_t when, bool retry);
+void job_switch_auth(Job *j, const char *new_id);
 
 /* For status readers (the control socket): what a job, a retirement or a scan is doing,
  * without walking their fields. Strings point into the object; valid until it changes. */

@@ -42,6 +42,7 @@ Retirement *retirement_free(Retirement *r) {
         free(r->env_name);
         free(r->id);
         free(r->job);
+        erase_and_free(r->secret);
         free(r);
         return NULL;
 }
@@ -85,7 +86,8 @@ int retirement_apply_record(Manager *m, const JournalRecord *rec) {
                           journal_type_to_string(rec->type), strna(rec->id));
                 return -EBADMSG;
         }
-        if (rec->type == JOURNAL_DELETED) {
+        if (IN_SET(rec->type, JOURNAL_DELETED, JOURNAL_UNRETIRE)) {
+                /* UNRETIRE: a restore put the token back in its job's file. */
                 retirement_unlink_and_free(r);
                 return 0;
         }
@@ -190,6 +192,13 @@ static void retirement_step(Retirement *r) {
 
         if (r->call)
                 return;
+        /* A restore is putting this token back: its job starts the retirement again if
+         * the restore is abandoned, or drops it (UNRETIRE) once the token is back. */
+        if (manager_token_restoring(r->manager, r->env_name, r->id)) {
+                log_job(LOG_DEBUG, strna(r->job), NULL, r->id, NULL, 0,
+                        "%s of %s waits: a restore is putting it back", retirement_step_name(r), r->id);
+                return;
+        }
         if (!r->env || !r->env->config) {
                 snprintf(buf, sizeof(buf), "environment %s is not configured", r->env_name);
                 return retirement_fail(r, true, buf, 0);

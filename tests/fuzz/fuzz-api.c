@@ -115,7 +115,7 @@ static void check_result(const ApiResult *res, ApiOp op, ApiVersion v, long stat
         fuzz_check((res->class == API_OK) == !res->error);
         check_no_secret(res->error);
         fuzz_check(res->retry_at == 0 || res->retry_at <= now + USEC_PER_HOUR + 10 * USEC_PER_SEC);
-        fuzz_check(!res->maybe_done || IN_SET(op, API_CREATE, API_REVOKE, API_DELETE));
+        fuzz_check(!res->maybe_done || IN_SET(op, API_CREATE, API_REVOKE, API_ENABLE, API_DELETE));
         fuzz_check(!res->token || (op == API_CREATE && res->class == API_OK));
         fuzz_check(!res->list || (op == API_LIST && res->class == API_OK));
         if (res->class != API_OK)
@@ -140,7 +140,7 @@ static void check_result(const ApiResult *res, ApiOp op, ApiVersion v, long stat
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-        static const char *const ops[] = { "lookup", "get", "create", "revoke", "delete", "list" };
+        static const char *const ops[] = { "lookup", "get", "create", "revoke", "delete", "list", "enable" };
         _cleanup_free_ char *version = NULL, *op_name = NULL, *status_s = NULL, *ct = NULL, *arg = NULL;
         _cleanup_(api_request_freep) ApiRequest *req = NULL;
         const char *p = (const char *) data, *end = p + size;
@@ -186,6 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 break;
         case API_GET:
         case API_REVOKE:
+        case API_ENABLE:
         case API_DELETE:
                 args.id = arg ?: ep.version == API_V1 ? "2b8b5a5e-8a2c-4a3e-9f31-0123456789ab" :
                                                         "dt0c01.ABCDEFGHIJKLMNOPQRSTUVWX";

@@ -77,11 +77,11 @@ static char *dump_state(Manager *m) {
 
 #define LINE(...) do { fuzz_check(n < ELEMENTSOF(lines)); fuzz_check(asprintf(&lines[n++], __VA_ARGS__) >= 0); } while (0)
         for (Job *j = m->jobs; j; j = j->next) {
-                LINE("job %s env=%s phase=%s cur=%s %llu %llu rotated=%llu", j->name,
+                LINE("job %s env=%s phase=%s cur=%s %llu %llu rotated=%llu held=%d restore=%s", j->name,
                      j->env ? j->env->name : "-", job_phase_to_string(j->phase), str(j->cur_id),
                      (unsigned long long) j->cur_created, (unsigned long long) j->cur_expires,
-                     (unsigned long long) j->rotated_at);
-                if (j->phase >= PHASE_INTENT)
+                     (unsigned long long) j->rotated_at, (int) j->held, str(j->restore_id));
+                if (j->phase == PHASE_INTENT || j->phase == PHASE_DELIVERED)
                         LINE("job %s create %llu..%llu name=%s", j->name,
                              (unsigned long long) j->create_first, (unsigned long long) j->create_last,
                              str(j->create_name));

@@ -579,6 +579,7 @@ static void test_op_names(void **state) {
         assert_string_equal(api_op_to_string(API_REVOKE), "revoke");
         assert_string_equal(api_op_to_string(API_DELETE), "delete");
         assert_string_equal(api_op_to_string(API_LIST), "list");
+        assert_string_equal(api_op_to_string(API_ENABLE), "enable");
         assert_string_equal(api_op_to_string(_API_OP_MAX), "unknown");
 }
 
@@ -962,6 +963,10 @@ static void test_unexpected_answers(void **state) {
         raw_run(HEAD("200 OK", "application/json") "{}", 0, API_V2, API_REVOKE, &res);
         assert_unexpected(&res, 200, true,
                           "prod: revoke " RAW_ID2 ": unexpected answer HTTP 200 (application/json), expected 204");
+        /* Likewise a 200 to an enable: strict, 204 only. */
+        raw_run(HEAD("200 OK", "application/json") "{}", 0, API_V1, API_ENABLE, &res);
+        assert_unexpected(&res, 200, true,
+                          "prod: enable " RAW_ID1 ": unexpected answer HTTP 200 (application/json), expected 204");
         raw_run(HEAD("200 OK", "text/html") "<html>deleted</html>", 0, API_V2, API_DELETE, &res);
         assert_unexpected(&res, 200, true, "prod: delete " RAW_ID2 ": unexpected answer HTTP 200 (text/html), expected 204");
         raw_run(HEAD_NONE("202 Accepted"), 0, API_V1, API_DELETE, &res);
@@ -1358,6 +1363,23 @@ static void test_revoke_delete(Fake *f, ApiVersion v) {
         assert_true(res.info.revoked);
         api_result_done(&res);
 
+        /* Enabled again (a restore): v1 revoked:false, v2 enabled:true, 204; the fake
+         * logs such a PUT as op "update". Twice is fine. */
+        fake_mark(f);
+        for (int i = 0; i < 2; i++) {
+                run(f, v, API_ENABLE, &(ApiArgs) { .id = id }, &res);
+                assert_int_equal(res.class, API_OK);
+                assert_int_equal(res.status, 204);
+                assert_null(res.error);
+                api_result_done(&res);
+        }
+        assert_int_equal(fake_requests(f, "update"), 2);
+        assert_int_equal(fake_requests(f, "revoke"), 0);
+        run(f, v, API_GET, &(ApiArgs) { .id = id }, &res);
+        assert_int_equal(res.class, API_OK);
+        assert_false(res.info.revoked);
+        api_result_done(&res);
+
         run(f, v, API_DELETE, &(ApiArgs) { .id = id }, &res);
         assert_int_equal(res.class, API_OK);
         assert_int_equal(res.status, 204);
@@ -1370,6 +1392,12 @@ static void test_revoke_delete(Fake *f, ApiVersion v) {
         api_result_done(&res);
         /* ... but not for REVOKE or GET. */
         run(f, v, API_REVOKE, &(ApiArgs) { .id = id }, &res);
+        assert_int_equal(res.class, API_PERMANENT);
+        assert_int_equal(res.status, 404);
+        assert_false(res.maybe_done);
+        api_result_done(&res);
+        /* Nor ENABLE: a deleted token cannot be put back. */
+        run(f, v, API_ENABLE, &(ApiArgs) { .id = id }, &res);
         assert_int_equal(res.class, API_PERMANENT);
         assert_int_equal(res.status, 404);
         assert_false(res.maybe_done);

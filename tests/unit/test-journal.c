@@ -307,7 +307,8 @@ static void test_crc_all_lengths(void **state) {
 
 static void test_type_names(void **state) {
         const char *expected[] = { "job", "create", "delivered", "rotated", "retire",
-                                   "revoked", "deleted", "scan", "scanned", "forget" };
+                                   "revoked", "deleted", "scan", "scanned", "forget",
+                                   "restore", "restored", "unretire" };
 
         assert_int_equal(ELEMENTSOF(expected), _JOURNAL_TYPE_MAX);
         for (JournalType t = 0; t < _JOURNAL_TYPE_MAX; t++)
@@ -410,6 +411,10 @@ static void test_roundtrip_all_types(void **state) {
                   .grace = USEC_PER_DAY, .until = USEC_INFINITY },
                 { .type = JOURNAL_SCANNED, .job = "j", .env = "e" },
                 { .type = JOURNAL_FORGET, .job = "\x01\x7f\x80\xff" },
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p", .old_id = "c" },
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .id = "p", .old_id = "c",
+                  .created = 5, .expires = USEC_INFINITY, .at = 6 },
+                { .type = JOURNAL_UNRETIRE, .env = "e", .id = "p" },
                 /* The same with the optional keys left out (times 0, strings NULL). */
                 { .type = JOURNAL_JOB, .job = "j", .env = "e", .id = "i" },
                 { .type = JOURNAL_CREATE, .job = "j", .env = "e" },
@@ -418,6 +423,7 @@ static void test_roundtrip_all_types(void **state) {
                 { .type = JOURNAL_RETIRE, .env = "e", .id = "i" },
                 { .type = JOURNAL_REVOKED, .env = "e", .id = "i" },
                 { .type = JOURNAL_SCAN, .job = "j", .env = "e", .name = "" },
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .id = "p" },
         };
         _cleanup_free_ char *data = NULL;
         size_t size;
@@ -449,6 +455,10 @@ static void test_roundtrip_all_types(void **state) {
         assert_non_null(strstr(data, " retire job=j env=e id=u at=7 grace=604800000000 until=86400000007 unused=3600000000\n"));
         assert_non_null(strstr(data, " delivered job=j env=e id=%3D old=o created=11 expires=never\n"));
         assert_non_null(strstr(data, " scan job=j env=e name=\n"));
+        assert_non_null(strstr(data, " restore job=j env=e id=p old=c\n"));
+        assert_non_null(strstr(data, " restored job=j env=e id=p old=c at=6 created=5 expires=never\n"));
+        assert_non_null(strstr(data, " restored job=j env=e id=p\n"));
+        assert_non_null(strstr(data, " unretire env=e id=p\n"));
         for (char *p = data; *p; p++) /* only printable ASCII and newlines */
                 assert_true(*p == '\n' || (*p >= 0x20 && *p <= 0x7e));
 }
@@ -506,6 +516,10 @@ static void test_append_rejects_invalid(void **state) {
                 { .type = JOURNAL_RETIRE, .env = "e", .id = "i", .created = 3 },      /* created not allowed */
                 { .type = JOURNAL_REVOKED, .env = "e", .id = "i", .unused = 3 },      /* unused not allowed */
                 { .type = JOURNAL_CREATE, .job = "j", .env = "e", .grace = 3 },       /* grace not allowed */
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p" },       /* no old */
+                { .type = JOURNAL_RESTORE, .job = "j", .env = "e", .id = "p", .old_id = "c", .at = 1 }, /* at not allowed */
+                { .type = JOURNAL_RESTORED, .job = "j", .env = "e", .old_id = "c" },  /* no id */
+                { .type = JOURNAL_UNRETIRE, .env = "e", .id = "p", .job = "j" },      /* job not allowed */
                 { .type = _JOURNAL_TYPE_MAX, .job = "j" },
                 { .type = (JournalType) -1, .job = "j" },
         };
@@ -771,6 +785,14 @@ static void test_semantic_damage(void **state) {
                 { "retire env=e id=i until=5 unused=x", "bad number in unused=" },
                 { "retire env=e id=i until=5 unused=5 unused=5", "duplicate key unused=" },
                 { "revoked env=e id=i at=1 unused=5", "unused= not allowed in a revoked record" },
+                { "restore job=a env=b id=c", "restore record without old=" },
+                { "restore job=a env=b old=c", "restore record without id=" },
+                { "restore job=a env=b id=c old=d created=5", "created= not allowed in a restore record" },
+                { "restored job=a env=b old=c", "restored record without id=" },
+                { "restored job=a env=b id=c grace=5", "grace= not allowed in a restored record" },
+                { "unretire env=b", "unretire record without id=" },
+                { "unretire env=b id=c job=a", "job= not allowed in a unretire record" },
+                { "restoring job=a env=b id=c old=d", "unknown record type 'restoring'" },
                 /* Batch markers: a bad one, or record K > 1 without the ones before it. */
                 { "forget job=a batch=1/1", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
                 { "forget job=a batch=0/2", "bad batch= (K/N with 1 <= K <= N, 2 <= N <= 1000000)" },
@@ -983,6 +1005,42 @@ static void test_compact_retire_unused(void **state) {
         assert_int_equal(r->unused, USEC_PER_HOUR);
         assert_int_equal(r->unused_until, 100 + 7 * USEC_PER_DAY);
         manager_free(m);
+}
+
+/* The restore records survive a compaction as written: a held job (RESTORED) and one in
+ * the middle of a restore (RESTORE), as the manager's emitter writes them. */
+static void test_compact_restore_records(void **state) {
+        Fixture *f = *state;
+        const JournalRecord live[] = {
+                { .type = JOURNAL_RESTORED, .job = "held", .env = "prod", .id = "dt0c01.PREV",
+                  .created = 5, .expires = USEC_INFINITY, .at = 7 },
+                { .type = JOURNAL_ROTATED, .job = "busy", .env = "prod", .id = "dt0c01.CUR", .at = 8 },
+                { .type = JOURNAL_RESTORE, .job = "busy", .env = "prod", .id = "dt0c01.OLD", .old_id = "dt0c01.CUR" },
+                { .type = JOURNAL_RETIRE, .job = "busy", .env = "prod", .id = "dt0c01.OLD", .at = 9, .grace = 10 },
+        };
+        const JournalRecord batch[] = {
+                { .type = JOURNAL_RESTORED, .job = "busy", .env = "prod", .id = "dt0c01.OLD",
+                  .old_id = "dt0c01.CUR", .at = 11 },
+                { .type = JOURNAL_UNRETIRE, .env = "prod", .id = "dt0c01.OLD" },
+                { .type = JOURNAL_RETIRE, .job = "busy", .env = "prod", .id = "dt0c01.CUR", .at = 11, .grace = 10 },
+        };
+        EmitState e = { .records = live, .n = ELEMENTSOF(live), .try_append = true };
+        JournalRecord all[ELEMENTSOF(live) + ELEMENTSOF(batch)];
+        Collector c = {};
+
+        Journal *j = open_ok(f, NULL);
+        assert_int_equal(journal_append(j, five, 5), 0);
+        assert_int_equal(journal_compact(j, emit, &e), 0);
+        assert_int_equal(journal_n_records(j), ELEMENTSOF(live));
+        assert_int_equal(journal_append(j, batch, ELEMENTSOF(batch)), 0);
+        journal_close(j);
+
+        memcpy(all, live, sizeof(live));
+        memcpy(all + ELEMENTSOF(live), batch, sizeof(batch));
+        j = open_ok(f, &c);
+        assert_records(&c, all, ELEMENTSOF(all));
+        journal_close(j);
+        collector_done(&c);
 }
 
 static void test_compact_failure(void **state) {
@@ -1726,6 +1784,7 @@ int main(void) {
                 T(test_compact),
                 T(test_compact_retire_unused),
                 T(test_compact_failure),
+                T(test_compact_restore_records),
                 T(test_stale_journal_new),
                 T(test_journal_new_without_journal),
                 T(test_append_failure_rollback),
