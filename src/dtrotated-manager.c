@@ -373,9 +373,9 @@ int manager_emit_live_records(Journal *j, void *userdata) {
 }
 
 /* Compaction: rewrite the journal with just the live state once it has grown well past
- * it. Called when the loop is about to go idle, never in the middle of a step. */
-static int on_idle_compact(sd_event_source *s, void *userdata) {
-        Manager *m = userdata;
+ * it. Called when the loop is about to go idle, and once when it has ended (an exit can
+ * come before the loop ever idles: --once), never in the middle of a step. */
+static void manager_compact_if_due(Manager *m) {
         size_t live = m->n_jobs * 3 + m->n_retirements * 2 + m->n_scans;
         size_t threshold = 2 * live + 256;
         int r;
@@ -385,13 +385,17 @@ static int on_idle_compact(sd_event_source *s, void *userdata) {
         if (m->compact_failed)
                 threshold *= 2;
         if (journal_n_records(m->journal) <= threshold)
-                return 0;
+                return;
         r = journal_compact(m->journal, manager_emit_live_records, m);
         if (r < 0 && !m->compact_failed)
                 log_warning_errno(r, "Compacting the journal failed, keeping the old one: %m");
         else if (r >= 0 && m->compact_failed)
                 log_info("Compacted the journal");
         m->compact_failed = r < 0;
+}
+
+static int on_idle_compact(sd_event_source *s, void *userdata) {
+        manager_compact_if_due(userdata);
         return 0;
 }
 
@@ -720,6 +724,8 @@ int manager_run(Manager *m) {
         (void) malloc_trim(0);
 
         r = sd_event_loop(m->event);
+        if (r >= 0)
+                manager_compact_if_due(m);
         metrics_flush(m);            /* the state at exit, whatever the last write's age */
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m"), EXIT_RUNTIME;

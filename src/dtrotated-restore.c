@@ -462,14 +462,15 @@ int job_restore(Job *j, job_request_done_t done, void *userdata, char **ret_refu
                 return refuse(ret_refusal, -ESTALE,
                               "the grace period of the previous token %s of job %s ended at %s; it is being deleted",
                               r->id, j->name, format_timestamp(ts, sizeof(ts), r->delete_at));
+        /* Lasting refusals before passing ones: no retry will help without the secret. */
+        if (!r->secret)
+                return refuse(ret_refusal, -ESTALE,
+                              "the previous token's secret is not kept across restarts: token %s of job %s cannot be put back (dtrotated restarted since the rotation); rotate instead",
+                              r->id, j->name);
         if (r->call && r->call->request)
                 return refuse(ret_refusal, -EBUSY,
                               r->state == RETIRE_WAIT_DELETE ? "the previous token %s of job %s is being deleted"
                                                              : "the revoke of the previous token %s of job %s is in flight; try again in a few seconds",
-                              r->id, j->name);
-        if (!r->secret)
-                return refuse(ret_refusal, -ESTALE,
-                              "the previous token's secret is not kept across restarts: token %s of job %s cannot be put back (dtrotated restarted since the rotation); rotate instead",
                               r->id, j->name);
 
         rr = calloc(1, sizeof(*rr));
