@@ -1233,7 +1233,8 @@ void job_get_status(Job *j, JobStatus *ret) {
         } else if (j->retry.failed) {
                 ret->next_action = job_state_to_string(j->state);
                 ret->next_at = j->retry.at;
-        }
+        } else if (j->held && !j->force)
+                ret->next_action = "held"; /* after a restore: until an operator's rotate */
         ret->expiring = ret->configured && ret->expires && ret->expires != USEC_INFINITY &&
                         (ret->expires <= now || (ret->next_at != USEC_INFINITY && ret->expires <= ret->next_at) ||
                          (ret->failing && ret->next_at == USEC_INFINITY));
