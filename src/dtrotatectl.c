@@ -60,7 +60,8 @@ static void usage(FILE *f) {
 typedef struct Row {
         char *job, *env, *phase, *state, *token, *next_action, *error;
         long long created, expires, rotated, next_at, failures;
-        bool failing, permanent, expiring, configured, rotate_requested, revoke_now;
+        usec_t created_us, expires_us, rotated_us; /* from the journal, for the schedule */
+        bool failing, permanent, expiring, configured, rotate_requested, revoke_now, held;
 } Row;
 
 typedef struct Step {
@@ -154,8 +155,10 @@ static int on_record(const JournalRecord *r, void *userdata) {
         switch (r->type) {
         case JOURNAL_JOB:
         case JOURNAL_ROTATED:
+        case JOURNAL_RESTORED:
         case JOURNAL_CREATE:
         case JOURNAL_DELIVERED:
+        case JOURNAL_RESTORE:
                 if (!(row = model_row(m, r->job, true)))
                         return -ENOMEM;
                 if (r->env && !row->env)
@@ -168,12 +171,23 @@ static int on_record(const JournalRecord *r, void *userdata) {
                         set_str(&row->phase, "delivered");
                         break;
                 }
+                if (r->type == JOURNAL_RESTORE) {
+                        set_str(&row->phase, "restore");
+                        break;
+                }
                 set_str(&row->phase, "idle");
                 set_str(&row->token, r->id);
                 row->created = secs(r->created);
                 row->expires = secs(r->expires);
-                if (r->type == JOURNAL_ROTATED && r->at)
+                row->created_us = r->created;
+                row->expires_us = r->expires;
+                if (r->type != JOURNAL_JOB && r->at) {
                         row->rotated = secs(r->at);
+                        row->rotated_us = r->at;
+                }
+                /* A restore holds the job until a rotation (the daemon's replay, alike). */
+                if (r->type != JOURNAL_JOB)
+                        row->held = r->type == JOURNAL_RESTORED;
                 break;
         case JOURNAL_FORGET:
                 if ((row = model_row(m, r->job, false)))
@@ -193,6 +207,7 @@ static int on_record(const JournalRecord *r, void *userdata) {
                 }
                 break;
         case JOURNAL_DELETED:
+        case JOURNAL_UNRETIRE:
                 if ((st = model_step(m, r->env, r->id, "revoke", false)))
                         set_str(&st->action, "done");
                 break;
@@ -231,9 +246,23 @@ static int model_from_journal(Model *m, const Config *c) {
                                 strerror(-r));
                 return r;
         }
-        for (size_t i = 0; i < m->n_rows; i++)
-                if (!m->rows[i].phase)
-                        set_str(&m->rows[i].phase, "new");
+        for (size_t i = 0; i < m->n_rows; i++) {
+                Row *row = &m->rows[i];
+                const JobConfig *jc = config_find_job(c, row->job);
+
+                if (!row->phase)
+                        set_str(&row->phase, "new");
+                if (!jc || !row->configured || !streq(row->phase, "idle") || !row->created_us)
+                        continue;
+                /* What the daemon would do next, by the configuration's schedule. */
+                if (row->held)
+                        set_str(&row->next_action, "held");
+                else {
+                        set_str(&row->next_action, "rotate");
+                        row->next_at = secs(job_config_rotation_due(jc, row->created_us, row->expires_us,
+                                                                    row->rotated_us));
+                }
+        }
         return 0;
 }
 

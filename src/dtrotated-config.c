@@ -1835,6 +1835,26 @@ const JobConfig *config_find_job(const Config *c, const char *name) {
         return NULL;
 }
 
+/* A token is due at creation + rotate_every, or at expiry - renew_before if earlier. The
+ * expiry is the one the API reports, not the one asked for: a tenant policy may cap the
+ * lifetime. When renew_before cannot be met for a token the daemon made, renew at two
+ * thirds of its real lifetime (a token found in the file that close to its expiry is
+ * simply due). Never sooner than a tenth of rotate_every after the last rotation (local
+ * clock), so that no answer and no clock can make a job spin. */
+usec_t job_config_rotation_due(const JobConfig *c, usec_t created, usec_t expires, usec_t rotated_at) {
+        usec_t due = usec_add(created, c->rotate_every);
+
+        if (expires != USEC_INFINITY) {
+                usec_t life = expires > created ? expires - created : 0;
+                usec_t early = c->renew_before < life ? expires - c->renew_before
+                             : rotated_at ? created + life / 3 * 2 : 0;
+                due = MIN(due, early);
+        }
+        if (rotated_at)
+                due = MAX(due, usec_add(rotated_at, c->rotate_every / 10));
+        return due;
+}
+
 bool env_config_equal(const EnvConfig *a, const EnvConfig *b) {
         if (a == b)
                 return true;

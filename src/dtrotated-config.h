@@ -101,6 +101,11 @@ int config_check_files(const Config *c, config_report_t report, void *userdata);
 const EnvConfig *config_find_env(const Config *c, const char *name);
 const JobConfig *config_find_job(const Config *c, const char *name);
 
+/* When a token created at `created`, expiring at `expires` (USEC_INFINITY: never), is
+ * due for rotation under job c; rotated_at is when the daemon last rotated the job
+ * (0: never). For the daemon's schedule and for dtrotatectl reading the journal. */
+usec_t job_config_rotation_due(const JobConfig *c, usec_t created, usec_t expires, usec_t rotated_at);
+
 /* True when the two jobs would do exactly the same thing (reload keeps their state). */
 bool job_config_equal(const JobConfig *a, const JobConfig *b);
 bool env_config_equal(const EnvConfig *a, const EnvConfig *b);

@@ -295,29 +295,8 @@ int job_emit_records(Job *j) {
 
 /* ---- scheduling ---- */
 
-static usec_t usec_add(usec_t a, usec_t b) {
-        return a > USEC_INFINITY - b ? USEC_INFINITY : a + b;
-}
-
-/* A token is due at creation + rotate_every, or at expiry - renew_before if earlier. The
- * expiry is the one the API reports, not the one asked for: a tenant policy may cap the
- * lifetime. When renew_before cannot be met for a token the daemon made, renew at two
- * thirds of its real lifetime (a token found in the file that close to its expiry is
- * simply due). Never sooner than a tenth of rotate_every after the last rotation (local
- * clock), so that no answer and no clock can make a job spin. */
 static usec_t job_due(Job *j) {
-        const JobConfig *c = j->config;
-        usec_t due = usec_add(j->cur_created, c->rotate_every);
-
-        if (j->cur_expires != USEC_INFINITY) {
-                usec_t life = j->cur_expires > j->cur_created ? j->cur_expires - j->cur_created : 0;
-                usec_t early = c->renew_before < life ? j->cur_expires - c->renew_before
-                             : j->rotated_at ? j->cur_created + life / 3 * 2 : 0;
-                due = MIN(due, early);
-        }
-        if (j->rotated_at)
-                due = MAX(due, usec_add(j->rotated_at, c->rotate_every / 10));
-        return due;
+        return job_config_rotation_due(j->config, j->cur_created, j->cur_expires, j->rotated_at);
 }
 
 /* For status and --dry-run: when the job's current token is due (j->config set). */

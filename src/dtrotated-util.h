@@ -25,6 +25,9 @@ char *format_timestamp(char *buf, size_t size, usec_t t);
  * wrapped). */
 int parse_iso8601(const char *s, usec_t *ret);
 
+static inline usec_t usec_add(usec_t a, usec_t b) {
+        return a > USEC_INFINITY - b ? USEC_INFINITY : a + b; /* saturates */
+}
 usec_t now_realtime(void);
 usec_t now_monotonic(void);
 
