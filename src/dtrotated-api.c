@@ -181,7 +181,7 @@ const char *api_op_to_string(ApiOp op) {
         return op_table[op];
 }
 
-static bool op_is_mutating(ApiOp op) {
+bool api_op_mutates(ApiOp op) {
         return op == API_CREATE || op == API_REVOKE || op == API_ENABLE || op == API_DELETE;
 }
 
@@ -1430,7 +1430,7 @@ static int finish_transport_error(ApiRequest *r, CURLcode code, ApiResult *res) 
         (void) curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
         (void) curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &request_size);
         sent = !code_is_before_send(code) && (pretransfer > 0 || request_size > 0 || res->status > 0);
-        res->maybe_done = op_is_mutating(r->op) && sent;
+        res->maybe_done = api_op_mutates(r->op) && sent;
         res->class = code_is_certificate_error(code) || code == CURLE_URL_MALFORMAT ||
                              code == CURLE_UNSUPPORTED_PROTOCOL ? API_PERMANENT : API_TRANSIENT;
 
@@ -1494,7 +1494,7 @@ static int finish_unexpected(ApiRequest *r, ApiResult *res) {
 
         res->class = API_TRANSIENT;
         /* Whatever answered, the request may have reached the API. */
-        res->maybe_done = op_is_mutating(r->op);
+        res->maybe_done = api_op_mutates(r->op);
         return set_error(r, res, "unexpected answer HTTP %ld (%s), expected %ld%s", res->status,
                          content_type(r, ct, sizeof(ct)), expected_status(r->op),
                          op_has_answer(r->op) ? " with application/json" : "");
@@ -1529,7 +1529,7 @@ static int finish_http_error(ApiRequest *r, ApiResult *res) {
                 res->class = API_TRANSIENT;
         else
                 res->class = API_PERMANENT;
-        res->maybe_done = op_is_mutating(r->op) && s >= 500;
+        res->maybe_done = api_op_mutates(r->op) && s >= 500;
         res->retry_at = retry_at(r, s);
 
         if (answer_is_json(r)) {
@@ -1747,7 +1747,7 @@ static int finish_success(ApiRequest *r, ApiResult *res) {
                 *res = (ApiResult) { .op = op, .status = status, .class = API_TRANSIENT,
                                      .info.expires = USEC_INFINITY };
                 /* A CREATE that answered 201 most likely created a token we cannot see. */
-                res->maybe_done = op_is_mutating(r->op);
+                res->maybe_done = api_op_mutates(r->op);
                 return set_error(r, res, "malformed answer (HTTP %ld, %s): %s", status,
                                  content_type(r, ct, sizeof(ct)), why.text);
         }

@@ -25,6 +25,7 @@ typedef enum ApiOp {
 } ApiOp;
 
 const char *api_op_to_string(ApiOp op);   /* "lookup", "get", "create", ... */
+bool api_op_mutates(ApiOp op);             /* create, revoke, enable, delete */
 
 /* Success is the documented status and nothing else: LOOKUP, GET, LIST 200, CREATE 201
  * (each with an application/json body of the documented shape), REVOKE, ENABLE and DELETE 204

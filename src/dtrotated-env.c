@@ -287,6 +287,13 @@ static int call_start(Call *c) {
                 if (r < 0)
                         return r;
         }
+        /* The write-ahead rule (dtrotated-manager.h): nothing changes at the API before
+         * every record written so far is durable. */
+        if (api_op_mutates(c->op)) {
+                r = manager_journal_sync(e->manager);
+                if (r < 0)
+                        return r;
+        }
         ep = (ApiEndpoint) {
                 .env = e->name,
                 .url = e->config->url,

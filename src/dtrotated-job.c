@@ -90,6 +90,21 @@ Job *job_new(Manager *m, const char *name) {
         return j;
 }
 
+/* cur_id, delivered_id and restore_id change only here: the manager counts the ids in
+ * use (manager_token_in_use()). */
+static int job_set_id(Job *j, char **slot, const char *id) {
+        char *c = NULL;
+
+        if (id && (!(c = strdup(id)) || manager_id_ref(j->manager, id) < 0)) {
+                free(c);
+                return -ENOMEM;
+        }
+        manager_id_unref(j->manager, *slot);
+        free(*slot);
+        *slot = c;
+        return 0;
+}
+
 static void job_clear_rotation(Job *j) {
         /* token_name stays: other jobs compare theirs against it. */
         j->scopes = strv_free(j->scopes);
@@ -112,6 +127,11 @@ Job *job_free(Job *j) {
         job_clear_rotation(j);
         free(j->token_name);
         free(j->name);
+        if (j->manager) {
+                (void) job_set_id(j, &j->cur_id, NULL);
+                (void) job_set_id(j, &j->delivered_id, NULL);
+                (void) job_set_id(j, &j->restore_id, NULL);
+        }
         free(j->cur_id);
         free(j->create_name);
         free(j->delivered_id);
@@ -139,6 +159,8 @@ static void job_unlink_and_free(Job *j) {
                         break;
                 }
         (void) tdelete(j, &m->jobs_by_name, job_name_cmp);
+        if (m->once_job_cursor == j)
+                m->once_job_cursor = NULL;
         m->n_jobs--;
         job_free(j);
 }
@@ -164,10 +186,10 @@ static int replay_inconsistent(const JournalRecord *r, const char *what) {
 static void job_clear_intent(Job *j) {
         j->create_first = j->create_last = 0;
         j->create_name = (free(j->create_name), NULL);
-        j->delivered_id = (free(j->delivered_id), NULL);
+        (void) job_set_id(j, &j->delivered_id, NULL);
         j->delivered_created = 0;
         j->delivered_expires = USEC_INFINITY;
-        j->restore_id = (free(j->restore_id), NULL);
+        (void) job_set_id(j, &j->restore_id, NULL);
 }
 
 int job_apply_record(Manager *m, const JournalRecord *r) {
@@ -178,7 +200,7 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
         switch (r->type) {
         case JOURNAL_JOB:
         case JOURNAL_ROTATED:
-                if (set_str(&j->cur_id, r->id) < 0)
+                if (job_set_id(j, &j->cur_id, r->id) < 0)
                         return -ENOMEM;
                 j->cur_created = r->created;
                 j->cur_expires = r->expires;
@@ -205,7 +227,7 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
         case JOURNAL_DELIVERED:
                 if (j->phase != PHASE_INTENT)
                         return replay_inconsistent(r, "delivered without a create");
-                if (set_str(&j->delivered_id, r->id) < 0)
+                if (job_set_id(j, &j->delivered_id, r->id) < 0)
                         return -ENOMEM;
                 j->delivered_created = r->created;
                 j->delivered_expires = r->expires;
@@ -215,7 +237,7 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 Retirement *ret;
                 if (j->phase != PHASE_IDLE || !streq_ptr(j->cur_id, r->old_id))
                         return replay_inconsistent(r, "restore while the job is not idle with that token");
-                if (set_str(&j->restore_id, r->id) < 0)
+                if (job_set_id(j, &j->restore_id, r->id) < 0)
                         return -ENOMEM;
                 j->phase = PHASE_RESTORE;
                 /* From here on the previous token may be enabled again: if the restore is
@@ -235,7 +257,7 @@ int job_apply_record(Manager *m, const JournalRecord *r) {
                 if (!(j->phase == PHASE_NEW ||
                       (j->phase == PHASE_RESTORE && streq_ptr(j->restore_id, r->id))))
                         return replay_inconsistent(r, "restored without a restore of that token");
-                if (set_str(&j->cur_id, r->id) < 0)
+                if (job_set_id(j, &j->cur_id, r->id) < 0)
                         return -ENOMEM;
                 j->cur_created = r->created;
                 j->cur_expires = r->expires;
@@ -799,7 +821,8 @@ static void on_lookup_new(ApiResult *res, void *userdata) {
         j->new_created = info->created ?: now_realtime();
         j->new_expires = info->expires;
 
-        r = manager_record(j->manager, &(JournalRecord) {
+        /* Lazy: the file is the durable part; its lookup re-derives this record. */
+        r = manager_record_lazy(j->manager, &(JournalRecord) {
                 .type = JOURNAL_DELIVERED, .job = j->name, .env = j->env->name, .id = info->id,
                 .old_id = j->cur_id, .created = j->new_created, .expires = j->new_expires }, 1);
         if (r < 0) {
@@ -873,7 +896,9 @@ static void job_finish_rotation(Job *j) {
 
         if (j->cur_id && !old)
                 return job_fail_errno(j, -ENOMEM, "rotate");
-        r = manager_record(m, recs + !retire, retire ? 2 : 1);
+        /* Lazy (the write-ahead rule in dtrotated-manager.h): the revoke that acts on
+         * the retirement syncs it first. */
+        r = manager_record_lazy(m, recs + !retire, retire ? 2 : 1);
         if (r < 0)
                 return job_fail_errno(j, r, "journal");
         if (retire && !revoke_now && j->old_secret && streq_ptr(j->old_secret_id, old)) {
@@ -931,8 +956,10 @@ static void job_run_hook(Job *j) {
 
         if (!j->config->on_rotate)
                 return job_finish_rotation(j);
-        r = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->cur_id,
-                     j->delivered_id, j->manager->hook_timeout, on_hook_done, j, &j->hook);
+        r = manager_journal_sync(j->manager); /* the write-ahead rule: before anything leaves */
+        if (r >= 0)
+                r = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->cur_id,
+                             j->delivered_id, j->manager->hook_timeout, on_hook_done, j, &j->hook);
         if (r < 0)
                 job_fail_errno(j, r, "starting on_rotate");
 }
@@ -1066,8 +1093,7 @@ void job_start(Job *j) {
                                 j->env->name);
                 else {
                         /* Another environment: its tokens are unknown there; start afresh. */
-                        free(j->cur_id);
-                        j->cur_id = NULL;
+                        (void) job_set_id(j, &j->cur_id, NULL);
                         j->phase = PHASE_NEW;
                         j->held = false; /* the restored token was of the other one */
                         j->env = manager_get_env(m, j->config->environment, true);

@@ -68,7 +68,8 @@
  * version '2'") instead of misreading them.
  *
  * WRITING: a batch is appended with one write() at the end of the file and made
- * durable with fdatasync() before journal_append() returns. Its space is reserved
+ * durable with fdatasync() before journal_append() returns; journal_append_lazy()
+ * leaves the sync to the next journal_append() or journal_sync() (group commit). Its space is reserved
  * first (fallocate(FALLOC_FL_KEEP_SIZE)), so a full disk fails the append before a
  * byte is written, and a failed append is truncated away again. Compaction writes the
  * live records to DIR/journal.new, fsyncs it, renames it over DIR/journal and fsyncs
@@ -167,6 +168,8 @@ struct Journal {
         size_t n_records;
         bool dirty_tail;        /* a failed append could not be cut off again */
         bool dir_unsynced;      /* a compaction's rename is not known to be durable */
+        bool unsynced;          /* batches written by journal_append_lazy(), not yet synced */
+        bool sync_failed;       /* a sync of them failed: only a compaction is trusted now */
         /* While journal_compact() runs: */
         int compact_fd;
         Buffer compact_buf;
@@ -988,6 +991,8 @@ static int journal_install_new(Journal *j, int *fd, uint64_t size, size_t n) {
         j->size = size;
         j->n_records = n;
         j->dirty_tail = false;
+        /* Everything memory holds is in the new file, fsynced. */
+        j->unsynced = j->sync_failed = false;
         if (fsync(j->dir_fd) < 0) {
                 /* The rename may not be durable: no append is acknowledged before it is. */
                 j->dir_unsynced = true;
@@ -1158,6 +1163,7 @@ int journal_open_readonly(const char *dir, journal_replay_t replay, void *userda
 Journal *journal_close(Journal *j) {
         if (!j)
                 return NULL;
+        (void) journal_sync(j); /* a lazy batch's loss is harmless, but why lose it */
         if (j->compact_fd >= 0)
                 close(j->compact_fd);
         buffer_done(&j->compact_buf);
@@ -1193,7 +1199,7 @@ static int journal_reserve(Journal *j, size_t n) {
         }
 }
 
-int journal_append(Journal *j, const JournalRecord *records, size_t n) {
+static int journal_append_full(Journal *j, const JournalRecord *records, size_t n, bool sync) {
         _cleanup_(buffer_done) Buffer b = {};
         int r;
 
@@ -1201,6 +1207,8 @@ int journal_append(Journal *j, const JournalRecord *records, size_t n) {
                 return -EINVAL;
         if (j->compact_fd >= 0)
                 return -EBUSY; /* it would be lost with the old file */
+        if (j->sync_failed)
+                return -EIO; /* what the failed sync held may be gone: compact first */
         if (n == 0)
                 return 0;
         if (n > JOURNAL_BATCH_MAX)
@@ -1226,8 +1234,14 @@ int journal_append(Journal *j, const JournalRecord *records, size_t n) {
         if (r < 0)
                 return r;
         r = pwrite_all(j->fd, b.data, b.size, j->size);
-        if (r >= 0 && fdatasync(j->fd) < 0)
+        if (r >= 0 && sync && fdatasync(j->fd) < 0) {
                 r = -errno;
+                /* Earlier lazy batches were in that sync too: after a failed sync the
+                 * kernel may have dropped their pages and a later sync can succeed
+                 * without them. Only a compaction (from memory) can be trusted. */
+                if (j->unsynced)
+                        j->sync_failed = true;
+        }
         if (r < 0) {
                 /* Cut off whatever made it, so that the file ends with a complete batch.
                  * Should that fail too, replay drops the incomplete batch. */
@@ -1237,6 +1251,39 @@ int journal_append(Journal *j, const JournalRecord *records, size_t n) {
         }
         j->size += b.size;
         j->n_records += n;
+        j->unsynced = !sync;
+        return 0;
+}
+
+int journal_append(Journal *j, const JournalRecord *records, size_t n) {
+        return journal_append_full(j, records, n, true);
+}
+
+int journal_append_lazy(Journal *j, const JournalRecord *records, size_t n) {
+        return journal_append_full(j, records, n, false);
+}
+
+bool journal_unsynced(Journal *j) {
+        return j && (j->unsynced || j->sync_failed);
+}
+
+int journal_sync(Journal *j) {
+        if (!j)
+                return -EINVAL;
+        if (j->sync_failed)
+                return -EIO;
+        if (!j->unsynced)
+                return 0;
+        if (j->dir_unsynced) {
+                if (fsync(j->dir_fd) < 0)
+                        return -errno;
+                j->dir_unsynced = false;
+        }
+        if (fdatasync(j->fd) < 0) {
+                j->sync_failed = true;
+                return -errno;
+        }
+        j->unsynced = false;
         return 0;
 }
 

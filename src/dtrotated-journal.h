@@ -117,6 +117,17 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Journal *, journal_close);
  * over 4096 bytes or more than 1,000,000 records; nothing is written then. */
 int journal_append(Journal *j, const JournalRecord *records, size_t n);
 
+/* The same, but the batch is only written, not synced: it becomes durable with the next
+ * journal_append() or journal_sync(), which sync every batch written before them (group
+ * commit). For records whose loss in a power cut is harmless because the caller's
+ * recovery re-derives them (see WRITE-AHEAD RULE in dtrotated-manager.h); the caller
+ * must journal_sync() before acting on them. A crash of the process loses nothing: the
+ * batch is in the page cache. After a failed sync every append and sync returns -EIO
+ * until journal_compact() has rewritten the journal. */
+int journal_append_lazy(Journal *j, const JournalRecord *records, size_t n);
+int journal_sync(Journal *j);
+bool journal_unsynced(Journal *j);  /* lazy batches wait for a sync (or a failed one) */
+
 /* Number of records in the file since the last compaction (for deciding when to compact). */
 size_t journal_n_records(Journal *j);
 uint64_t journal_size(Journal *j);

@@ -15,8 +15,69 @@
 #define ONCE_BUDGET_MAX (60 * USEC_PER_SEC)    /* --once: retry transient failures this long */
 #define SCAN_MARGIN     (5 * USEC_PER_MINUTE)  /* clock skew between host and API server */
 #define HOOK_TIMEOUT    (2 * USEC_PER_MINUTE)
+#define SYNC_DELAY      (1 * USEC_PER_SEC)     /* lazy records are durable this soon */
 
+typedef struct IdUse {
+        unsigned n;
+        const char *key;             /* id, or the string looked up */
+        char id[];
+} IdUse;
+
+static int id_use_cmp(const void *a, const void *b) {
+        return strcmp(((const IdUse *) a)->key, ((const IdUse *) b)->key);
+}
+
+static IdUse *id_use_find(Manager *m, const char *id) {
+        IdUse key = { .key = id }, *const *p = tfind(&key, &m->ids_in_use, id_use_cmp);
+
+        return p ? *p : NULL;
+}
+
+int manager_id_ref(Manager *m, const char *id) {
+        IdUse *u, *const *p;
+        size_t len;
+
+        if (!id)
+                return 0;
+        u = id_use_find(m, id);
+        if (u) {
+                u->n++;
+                return 0;
+        }
+        len = strlen(id);
+        u = malloc(sizeof(IdUse) + len + 1);
+        if (!u)
+                return -ENOMEM;
+        u->n = 1;
+        memcpy(u->id, id, len + 1);
+        u->key = u->id;
+        p = tsearch(u, &m->ids_in_use, id_use_cmp);
+        if (!p) {
+                free(u);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void manager_id_unref(Manager *m, const char *id) {
+        IdUse *u = id ? id_use_find(m, id) : NULL;
+
+        if (!u || --u->n > 0)
+                return;
+        (void) tdelete(u, &m->ids_in_use, id_use_cmp);
+        free(u);
+}
+
+void manager_ids_free(Manager *m) {
+        tdestroy(m->ids_in_use, free);
+        m->ids_in_use = NULL;
+}
+
+/* Called before every revoke: the index answers "no job holds it" at once; a token that
+ * some job holds (rare: a revoke-now, a copied file) is looked for among the jobs. */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id) {
+        if (!id || !id_use_find(m, id))
+                return NULL;
         for (Job *j = m->jobs; j; j = j->next)
                 if (j->env && streq(j->env->name, env) &&
                     (streq_ptr(j->cur_id, id) || streq_ptr(j->delivered_id, id) ||
@@ -163,8 +224,53 @@ int manager_apply_record(Manager *m, const JournalRecord *r) {
         }
 }
 
-int manager_record(Manager *m, const JournalRecord *r, size_t n) {
-        int k = journal_append(m->journal, r, n);
+static int manager_journal_rewrite(Manager *m) {
+        int r = journal_compact(m->journal, manager_emit_live_records, m);
+
+        if (r < 0)
+                return log_error_errno(r, "Rewriting the journal in %s after a failed sync failed too: %m; steps wait until it succeeds",
+                                       m->config->state_directory);
+        log_notice("Rewrote the journal in %s after a failed sync", m->config->state_directory);
+        return 0;
+}
+
+int manager_journal_sync(Manager *m) {
+        int r;
+
+        if (!journal_unsynced(m->journal))
+                return 0;
+        r = journal_sync(m->journal);
+        if (r == 0)
+                return 0;
+        log_warning_errno(r, "Cannot sync the journal in %s: %m; rewriting it", m->config->state_directory);
+        /* The pages of the lazy records may be gone even if a later sync succeeds: write
+         * the whole state again, from memory, into a new file. */
+        return manager_journal_rewrite(m);
+}
+
+static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) manager_journal_sync(userdata);
+        return 0;
+}
+
+static int manager_append(Manager *m, const JournalRecord *r, size_t n, bool lazy) {
+        int k = lazy ? journal_append_lazy(m->journal, r, n) : journal_append(m->journal, r, n);
+
+        if (k == -EIO && journal_unsynced(m->journal) && manager_journal_rewrite(m) >= 0)
+                k = lazy ? journal_append_lazy(m->journal, r, n) : journal_append(m->journal, r, n);
+        if (k >= 0 && lazy && !event_source_is_armed(m->sync_timer)) {
+                if (!m->sync_timer) {
+                        if (sd_event_add_time_relative(m->event, &m->sync_timer, CLOCK_MONOTONIC, SYNC_DELAY,
+                                                       USEC_PER_MSEC * 100, on_sync_timer, m) >= 0)
+                                (void) sd_event_source_set_description(m->sync_timer, "journal-sync");
+                } else if (sd_event_source_set_time_relative(m->sync_timer, SYNC_DELAY) >= 0)
+                        (void) sd_event_source_set_enabled(m->sync_timer, SD_EVENT_ONESHOT);
+        }
+        return k;
+}
+
+static int manager_record_full(Manager *m, const JournalRecord *r, size_t n, bool lazy) {
+        int k = manager_append(m, r, n, lazy);
 
         if (k < 0)
                 return log_error_errno(k, "Cannot write the journal in %s: %m; the step will be retried",
@@ -177,6 +283,14 @@ int manager_record(Manager *m, const JournalRecord *r, size_t n) {
                         log_error_errno(k, "Applying a journal record failed: %m");
         }
         return 0;
+}
+
+int manager_record_lazy(Manager *m, const JournalRecord *r, size_t n) {
+        return manager_record_full(m, r, n, true);
+}
+
+int manager_record(Manager *m, const JournalRecord *r, size_t n) {
+        return manager_record_full(m, r, n, false);
 }
 
 /* ---- status ---- */
@@ -302,15 +416,33 @@ void manager_status_changed(Manager *m) {
         (void) sd_event_source_set_enabled(m->status_timer, SD_EVENT_ONESHOT);
 }
 
+/* From where the last walk found an active job, round the list: jobs finish in about
+ * the order they started, so this is short where a walk from the start would pass every
+ * finished job again, after each step of each job. */
+static bool manager_any_job_active(Manager *m) {
+        Job *start = m->once_job_cursor ?: m->jobs;
+
+        for (Job *j = start; j; j = j->next)
+                if (job_is_active(j)) {
+                        m->once_job_cursor = j;
+                        return true;
+                }
+        for (Job *j = m->jobs; j && j != start; j = j->next)
+                if (job_is_active(j)) {
+                        m->once_job_cursor = j;
+                        return true;
+                }
+        return false;
+}
+
 /* --once: exit when nothing is left to do in this run. */
 void manager_check_once_done(Manager *m) {
         size_t left = 0;
 
         if (!m->once || m->stopping)
                 return;
-        for (Job *j = m->jobs; j; j = j->next)
-                if (job_is_active(j))
-                        return;
+        if (manager_any_job_active(m))
+                return;
         for (Retirement *r = m->retirements; r; r = r->next)
                 if (retirement_is_active(r))
                         return;
@@ -615,6 +747,9 @@ int manager_new(const char *config_path, Config *config, bool once, Manager **re
 Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
+        /* While memory still holds the state that a failed sync's rewrite writes. */
+        if (m->journal)
+                (void) manager_journal_sync(m);
         m->stopping = true;
         /* First: requests still waiting for a job are answered while it is freed. */
         m->control = control_free(m->control);
@@ -624,8 +759,12 @@ Manager *manager_free(Manager *m) {
                 job_free(j);
         }
         m->jobs_last = NULL;
+        m->once_job_cursor = NULL;
         tdestroy(m->jobs_by_name, free_nothing);
         m->jobs_by_name = NULL;
+        manager_ids_free(m);
+        tdestroy(m->retirements_by_id, free_nothing);
+        m->retirements_by_id = NULL;
         while (m->retirements) {
                 Retirement *r = m->retirements;
                 m->retirements = r->next;
@@ -644,6 +783,7 @@ Manager *manager_free(Manager *m) {
         curl_glue_free(m->curl);
         journal_close(m->journal);
         sd_event_source_disable_unref(m->status_timer);
+        sd_event_source_disable_unref(m->sync_timer);
         sd_event_source_disable_unref(m->once_limit);
         m->metrics = metrics_free(m->metrics);
         sd_event_unref(m->event);

@@ -166,7 +166,7 @@ struct Retirement {
         RetirementState state;
         Retry retry;
         Call *call;
-        Retirement *next;
+        Retirement *next, *prev;
 
         /* revoke_when_unused (journaled in RETIRE): revoke only once the token was not
          * used for `unused`, but at `unused_until` (revoke_at + revoke_when_unused_max)
@@ -215,7 +215,10 @@ struct Manager {
         Job *jobs;
         Job *jobs_last;              /* the end of jobs, to append in O(1) */
         void *jobs_by_name;          /* tsearch() tree of the jobs, by name */
+        void *ids_in_use;            /* tsearch() tree of IdUse: token ids that jobs hold */
         Retirement *retirements;
+        void *retirements_by_id;     /* tsearch() tree of the retirements, by env and id */
+        Job *once_job_cursor;        /* --once: where the last walk found an active job */
         Scan *scans;
         size_t n_jobs, n_retirements, n_scans;
 
@@ -229,6 +232,7 @@ struct Manager {
         int exit_status;
 
         sd_event_source *status_timer;
+        sd_event_source *sync_timer; /* syncs lazy records within SYNC_DELAY */
         bool status_dirty;
         char *last_status;
         Control *control;            /* the control socket (dtrotated-control.c), or NULL */
@@ -254,9 +258,29 @@ bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t withi
 /* The one way state changes: append the records (one batch, all-or-nothing) and apply
  * them to memory with the same code that replays them. */
 int manager_record(Manager *m, const JournalRecord *r, size_t n);
+/* WRITE-AHEAD RULE (group commit). Some records need not be durable before their caller
+ * goes on, because losing them in a power cut is harmless: a step done again is safe,
+ * and the recovery re-derives them. These are DELIVERED (the token file holds the new
+ * token: the intent's lookup of the file finds it), ROTATED with its RETIRE (the same),
+ * REVOKED (the token is revoked again, and its grace period starts over, later), and
+ * DELETED (deleting it again answers 404, which counts as done). manager_record_lazy()
+ * writes them without a sync; manager_journal_sync() syncs every record written so far,
+ * and runs before anything leaves the process that depends on the journal: every
+ * request that changes something at the API (dtrotated-env.c), every hook. So no step
+ * ever acts on a record that is not durable, and the records of all jobs that moved
+ * since the last sync share one fdatasync(). A timer syncs what is left after
+ * SYNC_DELAY; exit syncs too. */
+int manager_record_lazy(Manager *m, const JournalRecord *r, size_t n);
+int manager_journal_sync(Manager *m);
 int manager_apply_record(Manager *m, const JournalRecord *r);
 int manager_emit_live_records(Journal *j, void *userdata); /* journal_emit_t: the live state */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
+/* The token ids jobs hold (current, delivered, being restored), counted: whether a token
+ * is in use is asked before every revoke, in O(log n). Every change of those fields goes
+ * through job_set_id(). */
+int manager_id_ref(Manager *m, const char *id);
+void manager_id_unref(Manager *m, const char *id);
+void manager_ids_free(Manager *m);
 bool event_source_is_armed(sd_event_source *s);
 /* A failed attempt: the next one is due after an exponential backoff (never before the
  * server's server_at); returns the new r->at. */

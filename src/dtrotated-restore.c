@@ -288,8 +288,10 @@ static void restore_step_hook(Job *j) {
                 j->restore_run->step = RESTORE_FINISH;
                 return job_step(j);
         }
-        k = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->cur_id,
-                     j->restore_id, j->manager->hook_timeout, on_restore_hook, j, &j->hook);
+        k = manager_journal_sync(j->manager); /* the write-ahead rule: before anything leaves */
+        if (k >= 0)
+                k = hook_run(j->manager->event, j->config->on_rotate, j->name, j->config->file, j->cur_id,
+                             j->restore_id, j->manager->hook_timeout, on_restore_hook, j, &j->hook);
         if (k < 0)
                 restore_failed(j, false, k, "cannot start on_rotate", 0);
 }

@@ -4,11 +4,20 @@
  * revoke_when_unused_max has passed), then delete it grace_period after the *confirmed*
  * revoke. Retirements are keyed by
  * environment and token id, not by job, so an edited or removed job never orphans one. */
+#include <search.h>
+
 #include "dtrotated-log.h"
 #include "dtrotated-manager.h"
 #include "dtrotated-util.h"
 
 static void retirement_step(Retirement *r);
+
+static int retirement_cmp(const void *a, const void *b) {
+        const Retirement *x = a, *y = b;
+        int c = strcmp(x->id, y->id);
+
+        return c ?: strcmp(x->env_name, y->env_name);
+}
 
 Retirement *retirement_new(Manager *m, const char *env, const char *id, const char *job,
                            usec_t revoke_at, usec_t grace) {
@@ -28,7 +37,13 @@ Retirement *retirement_new(Manager *m, const char *env, const char *id, const ch
         r->grace = grace;
         r->state = RETIRE_WAIT_REVOKE;
         r->env = manager_get_env(m, env, false);
+        if (!tsearch(r, &m->retirements_by_id, retirement_cmp)) {
+                retirement_free(r);
+                return NULL;
+        }
         r->next = m->retirements;
+        if (r->next)
+                r->next->prev = r;
         m->retirements = r;
         m->n_retirements++;
         return r;
@@ -47,21 +62,26 @@ Retirement *retirement_free(Retirement *r) {
         return NULL;
 }
 
+/* O(log n): every step of every rotation and every replayed record looks one up. */
 Retirement *manager_find_retirement(Manager *m, const char *env, const char *id) {
-        for (Retirement *r = m->retirements; r; r = r->next)
-                if (streq_ptr(r->env_name, env) && streq_ptr(r->id, id))
-                        return r;
-        return NULL;
+        Retirement key = { .env_name = (char *) env, .id = (char *) id }, *const *p;
+
+        if (!env || !id)
+                return NULL;
+        p = tfind(&key, &m->retirements_by_id, retirement_cmp);
+        return p ? *p : NULL;
 }
 
 void retirement_unlink_and_free(Retirement *r) {
         Manager *m = r->manager;
 
-        for (Retirement **p = &m->retirements; *p; p = &(*p)->next)
-                if (*p == r) {
-                        *p = r->next;
-                        break;
-                }
+        (void) tdelete(r, &m->retirements_by_id, retirement_cmp);
+        if (r->prev)
+                r->prev->next = r->next;
+        else
+                m->retirements = r->next;
+        if (r->next)
+                r->next->prev = r->prev;
         m->n_retirements--;
         retirement_free(r);
 }
@@ -245,7 +265,7 @@ static void retirement_record_deleted(Retirement *r, const char *how) {
         if (!id)
                 return retirement_fail(r, false, "out of memory", 0);
         /* The record frees r. */
-        k = manager_record(m, &(JournalRecord) { .type = JOURNAL_DELETED, .env = r->env_name, .id = r->id }, 1);
+        k = manager_record_lazy(m, &(JournalRecord) { .type = JOURNAL_DELETED, .env = r->env_name, .id = r->id }, 1);
         if (k < 0)
                 return retirement_fail(r, false, "cannot write the journal", 0);
         log_job(LOG_INFO, strna(job), MSGID_DELETED, id, NULL, 0, "%s %s", how, id);
@@ -274,8 +294,9 @@ static void retirement_confirmed(Retirement *r, const char *how) {
         usec_t delete_at = now_realtime() + r->grace;
         int k;
 
-        /* The grace period runs from the confirmed revoke, never from the intent. */
-        k = manager_record(r->manager, &(JournalRecord) {
+        /* The grace period runs from the confirmed revoke, never from the intent. Lazy:
+         * lost in a power cut, the token is revoked again, and deleted later. */
+        k = manager_record_lazy(r->manager, &(JournalRecord) {
                 .type = JOURNAL_REVOKED, .env = r->env_name, .id = r->id, .at = delete_at }, 1);
         if (k < 0)
                 return retirement_fail(r, false, "cannot write the journal", 0);

@@ -12,7 +12,9 @@
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "dtrotated-journal.h"
@@ -1127,6 +1129,68 @@ static void test_journal_new_without_journal(void **state) {
 }
 
 /* A write that stops half-way: RLIMIT_FSIZE makes write() short, then EFBIG. */
+/* fdatasync() of the journal code, failing on demand: the kernel reports a write-back
+ * error (EIO) only once, and may have dropped the pages by then. */
+static int fdatasync_error;
+
+int fdatasync(int fd) {
+        if (fdatasync_error) {
+                errno = fdatasync_error;
+                return -1;
+        }
+        return (int) syscall(SYS_fdatasync, fd);
+}
+
+/* Group commit: lazy batches are written at once, synced by the next sync or synced
+ * append; after a failed sync nothing is written or acknowledged until a compaction has
+ * rewritten the journal from the caller's state. */
+static void test_append_lazy(void **state) {
+        Fixture *f = *state;
+        EmitState e = { .records = five, .n = 4 };
+        Collector c = {};
+
+        Journal *j = open_ok(f, NULL);
+        assert_false(journal_unsynced(j));
+        assert_int_equal(journal_sync(j), 0); /* nothing to do */
+        assert_int_equal(journal_append_lazy(j, five, 2), 0);
+        assert_true(journal_unsynced(j));
+        assert_int_equal(journal_size(j), file_size(f->path)); /* written, not synced */
+        assert_int_equal(journal_sync(j), 0);
+        assert_false(journal_unsynced(j));
+        assert_int_equal(journal_append_lazy(j, five + 2, 1), 0);
+        assert_int_equal(journal_append(j, five + 3, 1), 0); /* syncs the lazy one too */
+        assert_false(journal_unsynced(j));
+        journal_close(j);
+        j = open_ok(f, &c);
+        assert_records(&c, five, 4);
+        collector_done(&c);
+
+        /* A failed sync of a lazy batch. */
+        assert_int_equal(journal_append_lazy(j, five + 4, 1), 0);
+        fdatasync_error = EIO;
+        assert_int_equal(journal_sync(j), -EIO);
+        fdatasync_error = 0;
+        assert_true(journal_unsynced(j));
+        assert_int_equal(journal_sync(j), -EIO); /* a later sync proves nothing */
+        assert_int_equal(journal_append(j, five, 1), -EIO);
+        assert_int_equal(journal_append_lazy(j, five, 1), -EIO);
+        assert_int_equal(journal_compact(j, emit, &e), 0);
+        assert_false(journal_unsynced(j));
+        assert_int_equal(journal_append_lazy(j, five + 4, 1), 0);
+        journal_close(j); /* syncs */
+        j = open_ok(f, &c);
+        assert_records(&c, five, 5);
+        collector_done(&c);
+
+        /* A synced append whose sync fails after a lazy batch: the lazy batch is in doubt. */
+        assert_int_equal(journal_append_lazy(j, five, 1), 0);
+        fdatasync_error = EIO;
+        assert_int_equal(journal_append(j, five + 1, 1), -EIO);
+        fdatasync_error = 0;
+        assert_int_equal(journal_append(j, five + 1, 1), -EIO);
+        journal_close(j);
+}
+
 static void test_append_failure_rollback(void **state) {
         Fixture *f = *state;
         _cleanup_free_ char *before = NULL, *after = NULL;
@@ -1788,6 +1852,7 @@ int main(void) {
                 T(test_stale_journal_new),
                 T(test_journal_new_without_journal),
                 T(test_append_failure_rollback),
+                T(test_append_lazy),
                 T(test_append_enospc),
                 T(test_many_records),
                 T(test_batch_every_cut),
