@@ -32,10 +32,9 @@ Env *env_free(Env *e) {
         if (!e)
                 return NULL;
         call_cancel(TAKE_PTR(e->self_call));
-        while (e->queue_head)
-                call_cancel(e->queue_head);
-        while (e->hk_head)
-                call_cancel(e->hk_head);
+        for (CallClass k = 0; k < _CALL_CLASS_MAX; k++)
+                while (e->queue[k].head)
+                        call_cancel(e->queue[k].head);
         erase_and_free(e->auth);
         free(e->auth_error);
         free(e->self_id);
@@ -330,49 +329,82 @@ static void call_fail_now(Call *c, int error) {
         api_result_done(&res);
 }
 
-/* Rotations go first: a token that nears expiry must not wait behind housekeeping. */
+static CallClass call_class(const Call *c) {
+        if (c->housekeeping)
+                return CALL_HOUSEKEEPING;
+        return c->op == API_CREATE ? CALL_CREATE : CALL_ROTATION;
+}
+
 static void env_queue(Env *e, Call *c, bool front) {
-        Call **head = c->housekeeping ? &e->hk_head : &e->queue_head;
-        Call **tail = c->housekeeping ? &e->hk_tail : &e->queue_tail;
+        CallQueue *q = &e->queue[call_class(c)];
 
         if (front) {
-                c->queue_next = *head;
-                *head = c;
-                if (!*tail)
-                        *tail = c;
+                c->queue_next = q->head;
+                q->head = c;
+                if (!q->tail)
+                        q->tail = c;
                 return;
         }
         c->queue_next = NULL;
-        if (*tail)
-                (*tail)->queue_next = c;
+        if (q->tail)
+                q->tail->queue_next = c;
         else
-                *head = c;
-        *tail = c;
+                q->head = c;
+        q->tail = c;
+}
+
+static CallQueue *env_next_queue(Env *e) {
+        for (CallClass k = 0; k < _CALL_CLASS_MAX; k++)
+                if (e->queue[k].head)
+                        return &e->queue[k];
+        return NULL;
+}
+
+static Call *env_peek(Env *e) {
+        CallQueue *q = env_next_queue(e);
+
+        return q ? q->head : NULL;
 }
 
 static Call *env_dequeue(Env *e) {
-        Call **head = e->queue_head ? &e->queue_head : &e->hk_head;
-        Call **tail = e->queue_head ? &e->queue_tail : &e->hk_tail;
-        Call *c = *head;
+        CallQueue *q = env_next_queue(e);
+        Call *c;
 
-        if (!c)
+        if (!q)
                 return NULL;
-        *head = c->queue_next;
-        if (!*head)
-                *tail = NULL;
+        c = q->head;
+        q->head = c->queue_next;
+        if (!q->head)
+                q->tail = NULL;
         c->queue_next = NULL;
         return c;
 }
 
-static void env_dispatch(Env *e) {
+/* Group commit: a request that changes something at the API waits for the journal's
+ * sync (the write-ahead rule). Rather than sync for each, it stays queued until the
+ * manager's flush, which runs once everything the event loop has ready was handled: the
+ * records of every job that moved meanwhile share one fdatasync(). After the flush
+ * (after_flush) the calls start, and should the sync have failed call_start() fails them. */
+static void env_dispatch_full(Env *e, bool after_flush) {
         unsigned limit = e->config ? e->config->max_parallel : 1;
         Call *c;
 
-        while (e->in_flight < limit && (c = env_dequeue(e))) {
+        while (e->in_flight < limit && (c = env_peek(e))) {
+                if (!after_flush && api_op_mutates(c->op) && manager_wait_for_flush(e->manager))
+                        return;
+                c = env_dequeue(e);
                 int r = call_start(c);
                 if (r < 0)
                         call_fail_now(c, r);
         }
+}
+
+static void env_dispatch(Env *e) {
+        env_dispatch_full(e, false);
+}
+
+void env_flushed(Env *e) {
+        env_dispatch_full(e, true);
 }
 
 void call_submit(Call *c) {
@@ -380,17 +412,16 @@ void call_submit(Call *c) {
         env_dispatch(c->env);
 }
 
-static bool queue_unlink(Call **head, Call **tail, Call *c) {
+static void queue_unlink(CallQueue *q, Call *c) {
         Call *prev = NULL;
 
-        for (Call **p = head; *p; prev = *p, p = &(*p)->queue_next)
+        for (Call **p = &q->head; *p; prev = *p, p = &(*p)->queue_next)
                 if (*p == c) {
                         *p = c->queue_next;
-                        if (*tail == c)
-                                *tail = prev;
-                        return true;
+                        if (q->tail == c)
+                                q->tail = prev;
+                        return;
                 }
-        return false;
 }
 
 void call_cancel(Call *c) {
@@ -402,8 +433,8 @@ void call_cancel(Call *c) {
         if (c->request) {
                 curl_glue_remove(e->manager->curl, api_request_get_easy(c->request));
                 e->in_flight--;
-        } else if (!queue_unlink(&e->queue_head, &e->queue_tail, c))
-                (void) queue_unlink(&e->hk_head, &e->hk_tail, c);
+        } else
+                queue_unlink(&e->queue[call_class(c)], c);
         call_free(c);
         if (!e->manager->stopping)
                 env_dispatch(e);

@@ -34,6 +34,22 @@ struct Call {
         Call *queue_next;
 };
 
+/* Creates of rotations already under way first: a create is journaled when it is queued,
+ * and that time bounds the window in which a leftover of it is looked for, so it must not
+ * wait behind the lookups of thousands of other jobs that an emergency starts at once.
+ * Then the other steps of rotations, then housekeeping (retirements, scans): a token that
+ * nears expiry must not wait behind housekeeping. */
+typedef enum CallClass {
+        CALL_CREATE,
+        CALL_ROTATION,
+        CALL_HOUSEKEEPING,
+        _CALL_CLASS_MAX,
+} CallClass;
+
+typedef struct CallQueue {
+        Call *head, *tail;
+} CallQueue;
+
 typedef enum EnvSelf {
         ENV_SELF_UNKNOWN,            /* the management token was not looked up yet */
         ENV_SELF_PENDING,
@@ -48,8 +64,7 @@ struct Env {
         char *auth_error;            /* why auth is NULL */
         unsigned auth_generation;
         unsigned in_flight;
-        Call *queue_head, *queue_tail;       /* rotations first ... */
-        Call *hk_head, *hk_tail;             /* ... then housekeeping */
+        CallQueue queue[_CALL_CLASS_MAX];    /* served in this order */
 
         /* What the API says about the management token: whose it is (the daemon's own
          * creations are that user's) and what it may do. */
@@ -71,3 +86,4 @@ bool env_uses_file(Env *e, const char *path); /* same file (device+inode) as its
 Call *call_new(Env *env, ApiOp op, call_done_t done, void *userdata);
 void call_submit(Call *c);
 void call_cancel(Call *c);                 /* abandons and frees; no callback */
+void env_flushed(Env *e);                  /* the journal flush ran: start what waited for it */

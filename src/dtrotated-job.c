@@ -514,9 +514,10 @@ static void job_step_create(Job *j) {
                 return job_step(j);
         }
         /* Every attempt is journaled before it is sent: its time bounds the window in
-         * which a leftover of it can have been created. */
+         * which a leftover of it can have been created. The request waits for the
+         * record's sync (the write-ahead rule). */
         now = now_realtime();
-        r = manager_record(m, &(JournalRecord) {
+        r = manager_record_lazy(m, &(JournalRecord) {
                 .type = JOURNAL_CREATE, .job = j->name, .env = j->env->name,
                 .old_id = j->cur_id, .name = j->token_name, .at = now }, 1);
         if (r < 0)

@@ -248,6 +248,35 @@ int manager_journal_sync(Manager *m) {
         return manager_journal_rewrite(m);
 }
 
+static int on_flush(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        (void) manager_journal_sync(m);
+        /* Whatever the sync did: the calls start, or fail and retry later. */
+        for (Env *e = m->envs; e; e = e->next)
+                env_flushed(e);
+        return 0;
+}
+
+bool manager_wait_for_flush(Manager *m) {
+        int r;
+
+        if (!journal_unsynced(m->journal))
+                return false;
+        if (m->flush)
+                r = sd_event_source_set_enabled(m->flush, SD_EVENT_ONESHOT);
+        else {
+                r = sd_event_add_defer(m->event, &m->flush, on_flush, m);
+                if (r >= 0) {
+                        (void) sd_event_source_set_description(m->flush, "journal-flush");
+                        /* After every source that has something ready: they all join. */
+                        (void) sd_event_source_set_priority(m->flush, SD_EVENT_PRIORITY_IDLE);
+                }
+        }
+        /* Without the flush, the call syncs for itself (call_start()). */
+        return r >= 0;
+}
+
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) manager_journal_sync(userdata);
         return 0;
@@ -275,7 +304,8 @@ static int manager_record_full(Manager *m, const JournalRecord *r, size_t n, boo
         if (k < 0)
                 return log_error_errno(k, "Cannot write the journal in %s: %m; the step will be retried",
                                        m->config->state_directory);
-        /* Durable: now memory follows, by the very code that replays it after a crash. */
+        /* Written (durable, or lazy: synced before anything acts on it): now memory follows,
+         * by the very code that replays it after a crash. */
         for (size_t i = 0; i < n; i++) {
                 metrics_count_record(m, &r[i]);
                 k = manager_apply_record(m, &r[i]);
@@ -784,6 +814,7 @@ Manager *manager_free(Manager *m) {
         journal_close(m->journal);
         sd_event_source_disable_unref(m->status_timer);
         sd_event_source_disable_unref(m->sync_timer);
+        sd_event_source_disable_unref(m->flush);
         sd_event_source_disable_unref(m->once_limit);
         m->metrics = metrics_free(m->metrics);
         sd_event_unref(m->event);

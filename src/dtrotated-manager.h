@@ -233,6 +233,7 @@ struct Manager {
 
         sd_event_source *status_timer;
         sd_event_source *sync_timer; /* syncs lazy records within SYNC_DELAY */
+        sd_event_source *flush;      /* group commit: one sync, then the calls that waited */
         bool status_dirty;
         char *last_status;
         Control *control;            /* the control socket (dtrotated-control.c), or NULL */
@@ -260,18 +261,24 @@ bool manager_may_run_at(Manager *m, usec_t t, bool retry); /* --once: is t withi
 int manager_record(Manager *m, const JournalRecord *r, size_t n);
 /* WRITE-AHEAD RULE (group commit). Some records need not be durable before their caller
  * goes on, because losing them in a power cut is harmless: a step done again is safe,
- * and the recovery re-derives them. These are DELIVERED (the token file holds the new
+ * and the recovery re-derives them. These are CREATE (the create request it announces
+ * waits for its sync: lost, no token was made), DELIVERED (the token file holds the new
  * token: the intent's lookup of the file finds it), ROTATED with its RETIRE (the same),
  * REVOKED (the token is revoked again, and its grace period starts over, later), and
  * DELETED (deleting it again answers 404, which counts as done). manager_record_lazy()
  * writes them without a sync; manager_journal_sync() syncs every record written so far,
  * and runs before anything leaves the process that depends on the journal: every
  * request that changes something at the API (dtrotated-env.c), every hook. So no step
- * ever acts on a record that is not durable, and the records of all jobs that moved
- * since the last sync share one fdatasync(). A timer syncs what is left after
+ * ever acts on a record that is not durable. The requests wait for one flush after
+ * everything the event loop had ready (manager_wait_for_flush()), so the records of all
+ * jobs that moved meanwhile share one fdatasync(). A timer syncs what is left after
  * SYNC_DELAY; exit syncs too. */
 int manager_record_lazy(Manager *m, const JournalRecord *r, size_t n);
 int manager_journal_sync(Manager *m);
+/* A request that changes something at the API is about to start: true if the journal has
+ * records to sync, and the flush (after all that the event loop has ready) is armed to
+ * sync them once for every such request (dtrotated-env.c); the request waits for it. */
+bool manager_wait_for_flush(Manager *m);
 int manager_apply_record(Manager *m, const JournalRecord *r);
 int manager_emit_live_records(Journal *j, void *userdata); /* journal_emit_t: the live state */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
