@@ -69,9 +69,10 @@
  *
  * WRITING: a batch is appended with one write() at the end of the file and made
  * durable with fdatasync() before journal_append() returns; journal_append_lazy()
- * leaves the sync to the next journal_append() or journal_sync() (group commit). Its space is reserved
- * first (fallocate(FALLOC_FL_KEEP_SIZE)), so a full disk fails the append before a
- * byte is written, and a failed append is truncated away again. Compaction writes the
+ * leaves the sync to the next journal_append() or journal_sync() (group commit). Its
+ * space is reserved first (fallocate(FALLOC_FL_KEEP_SIZE), 64 KiB ahead while there is
+ * room), so a full disk fails the append before a byte is written, and a failed append
+ * is truncated away again. Compaction writes the
  * live records to DIR/journal.new, fsyncs it, renames it over DIR/journal and fsyncs
  * DIR. A new journal is created the same way: the header goes to DIR/journal.tmp,
  * which is fsynced and renamed to DIR/journal, so a journal that exists always has its
@@ -168,6 +169,7 @@ struct Journal {
         size_t n_records;
         bool dirty_tail;        /* a failed append could not be cut off again */
         bool dir_unsynced;      /* a compaction's rename is not known to be durable */
+        uint64_t reserved_end;  /* fallocate()d up to here (FALLOC_FL_KEEP_SIZE) */
         bool unsynced;          /* batches written by journal_append_lazy(), not yet synced */
         bool sync_failed;       /* a sync of them failed: only a compaction is trusted now */
         /* While journal_compact() runs: */
@@ -991,6 +993,7 @@ static int journal_install_new(Journal *j, int *fd, uint64_t size, size_t n) {
         j->size = size;
         j->n_records = n;
         j->dirty_tail = false;
+        j->reserved_end = 0;
         /* Everything memory holds is in the new file, fsynced. */
         j->unsynced = j->sync_failed = false;
         if (fsync(j->dir_fd) < 0) {
@@ -1187,14 +1190,28 @@ static int serialize_checked(Buffer *b, const JournalRecord *r, size_t k, size_t
 /* Reserves the blocks an append of n bytes will write, without changing the file size,
  * so that a full disk fails it before anything is written. Where the file system
  * cannot reserve, the write itself finds out (and is cut off again). */
+/* Space is reserved ahead, RESERVE_AHEAD at a time, so that most appends need no
+ * fallocate() of their own; on a nearly full disk just what the batch needs. */
+#define RESERVE_AHEAD (64U * 1024U)
+
 static int journal_reserve(Journal *j, size_t n) {
+        size_t len = MAX(n, (size_t) RESERVE_AHEAD);
+
+        if (j->size + n <= j->reserved_end)
+                return 0;
         for (;;) {
-                if (fallocate(j->fd, FALLOC_FL_KEEP_SIZE, (off_t) j->size, (off_t) n) >= 0)
+                if (fallocate(j->fd, FALLOC_FL_KEEP_SIZE, (off_t) j->size, (off_t) len) >= 0) {
+                        j->reserved_end = j->size + len;
                         return 0;
+                }
                 if (errno == EINTR)
                         continue;
                 if (IN_SET(errno, EOPNOTSUPP, ENOSYS, EINVAL))
                         return 0;
+                if (errno == ENOSPC && len > n) {
+                        len = n;
+                        continue;
+                }
                 return -errno;
         }
 }
@@ -1225,6 +1242,7 @@ static int journal_append_full(Journal *j, const JournalRecord *records, size_t 
                 j->dir_unsynced = false;
         }
         if (j->dirty_tail) {
+                j->reserved_end = 0; /* truncating may free what was reserved */
                 if (ftruncate(j->fd, (off_t) j->size) < 0)
                         return -errno;
                 j->dirty_tail = false;
@@ -1245,6 +1263,7 @@ static int journal_append_full(Journal *j, const JournalRecord *records, size_t 
         if (r < 0) {
                 /* Cut off whatever made it, so that the file ends with a complete batch.
                  * Should that fail too, replay drops the incomplete batch. */
+                j->reserved_end = 0;
                 if (ftruncate(j->fd, (off_t) j->size) < 0 || fdatasync(j->fd) < 0)
                         j->dirty_tail = true;
                 return r;
