@@ -105,6 +105,20 @@ static int job_set_id(Job *j, char **slot, const char *id) {
         return 0;
 }
 
+/* token_name changes only here: the manager counts the names (job_name_clash()). */
+static int job_set_token_name(Job *j, const char *name) {
+        char *c = NULL;
+
+        if (name && (!(c = strdup(name)) || strcount_ref(&j->manager->token_names, name) < 0)) {
+                free(c);
+                return -ENOMEM;
+        }
+        strcount_unref(&j->manager->token_names, j->token_name);
+        free(j->token_name);
+        j->token_name = c;
+        return 0;
+}
+
 static void job_clear_rotation(Job *j) {
         /* token_name stays: other jobs compare theirs against it. */
         j->scopes = strv_free(j->scopes);
@@ -125,6 +139,8 @@ Job *job_free(Job *j) {
         job_restore_free(j);
         retry_done(&j->retry);
         job_clear_rotation(j);
+        if (j->manager)
+                (void) job_set_token_name(j, NULL);
         free(j->token_name);
         free(j->name);
         if (j->manager) {
@@ -594,6 +610,9 @@ void job_self_known(Job *j) {
 /* Two jobs of one environment must not give their tokens one name: the name is how the
  * leftovers of an interrupted create are found again. */
 static const Job *job_name_clash(Job *j, const char *token_name) {
+        /* Counted (job_set_token_name()): only a name that two jobs hold needs the walk. */
+        if (strcount_get(&j->manager->token_names, token_name) < 2)
+                return NULL;
         for (Job *o = j->manager->jobs; o; o = o->next)
                 if (o != j && o->env == j->env && o->config && o->token_name &&
                     streq(o->token_name, token_name))
@@ -669,9 +688,7 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
         if (j->phase == PHASE_INTENT && j->cur_id && !streq(info->id, j->cur_id))
                 return job_resume_other_token(j, info);
 
-        free(j->token_name);
-        j->token_name = strdup(j->config->token_name ?: info->name);
-        if (!j->token_name)
+        if (job_set_token_name(j, j->config->token_name ?: info->name) < 0)
                 return job_fail_errno(j, -ENOMEM, "lookup");
         clash = job_name_clash(j, j->token_name);
         if (clash) {

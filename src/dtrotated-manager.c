@@ -17,66 +17,22 @@
 #define HOOK_TIMEOUT    (2 * USEC_PER_MINUTE)
 #define SYNC_DELAY      (1 * USEC_PER_SEC)     /* lazy records are durable this soon */
 
-typedef struct IdUse {
-        unsigned n;
-        const char *key;             /* id, or the string looked up */
-        char id[];
-} IdUse;
-
-static int id_use_cmp(const void *a, const void *b) {
-        return strcmp(((const IdUse *) a)->key, ((const IdUse *) b)->key);
-}
-
-static IdUse *id_use_find(Manager *m, const char *id) {
-        IdUse key = { .key = id }, *const *p = tfind(&key, &m->ids_in_use, id_use_cmp);
-
-        return p ? *p : NULL;
-}
-
 int manager_id_ref(Manager *m, const char *id) {
-        IdUse *u, *const *p;
-        size_t len;
-
-        if (!id)
-                return 0;
-        u = id_use_find(m, id);
-        if (u) {
-                u->n++;
-                return 0;
-        }
-        len = strlen(id);
-        u = malloc(sizeof(IdUse) + len + 1);
-        if (!u)
-                return -ENOMEM;
-        u->n = 1;
-        memcpy(u->id, id, len + 1);
-        u->key = u->id;
-        p = tsearch(u, &m->ids_in_use, id_use_cmp);
-        if (!p) {
-                free(u);
-                return -ENOMEM;
-        }
-        return 0;
+        return strcount_ref(&m->ids_in_use, id);
 }
 
 void manager_id_unref(Manager *m, const char *id) {
-        IdUse *u = id ? id_use_find(m, id) : NULL;
-
-        if (!u || --u->n > 0)
-                return;
-        (void) tdelete(u, &m->ids_in_use, id_use_cmp);
-        free(u);
+        strcount_unref(&m->ids_in_use, id);
 }
 
-void manager_ids_free(Manager *m) {
-        tdestroy(m->ids_in_use, free);
-        m->ids_in_use = NULL;
+bool manager_id_held(Manager *m, const char *id) {
+        return strcount_get(&m->ids_in_use, id) > 0;
 }
 
 /* Called before every revoke: the index answers "no job holds it" at once; a token that
  * some job holds (rare: a revoke-now, a copied file) is looked for among the jobs. */
 const Job *manager_token_in_use(Manager *m, const char *env, const char *id) {
-        if (!id || !id_use_find(m, id))
+        if (!manager_id_held(m, id))
                 return NULL;
         for (Job *j = m->jobs; j; j = j->next)
                 if (j->env && streq(j->env->name, env) &&
@@ -792,7 +748,8 @@ Manager *manager_free(Manager *m) {
         m->once_job_cursor = NULL;
         tdestroy(m->jobs_by_name, free_nothing);
         m->jobs_by_name = NULL;
-        manager_ids_free(m);
+        strcount_free(&m->ids_in_use);
+        strcount_free(&m->token_names);
         tdestroy(m->retirements_by_id, free_nothing);
         m->retirements_by_id = NULL;
         while (m->retirements) {

@@ -215,7 +215,8 @@ struct Manager {
         Job *jobs;
         Job *jobs_last;              /* the end of jobs, to append in O(1) */
         void *jobs_by_name;          /* tsearch() tree of the jobs, by name */
-        void *ids_in_use;            /* tsearch() tree of IdUse: token ids that jobs hold */
+        void *ids_in_use;            /* strcount_*(): token ids that jobs hold */
+        void *token_names;           /* strcount_*(): the jobs' token names */
         Retirement *retirements;
         void *retirements_by_id;     /* tsearch() tree of the retirements, by env and id */
         Job *once_job_cursor;        /* --once: where the last walk found an active job */
@@ -287,7 +288,7 @@ const Job *manager_token_in_use(Manager *m, const char *env, const char *id);
  * through job_set_id(). */
 int manager_id_ref(Manager *m, const char *id);
 void manager_id_unref(Manager *m, const char *id);
-void manager_ids_free(Manager *m);
+bool manager_id_held(Manager *m, const char *id);
 bool event_source_is_armed(sd_event_source *s);
 /* A failed attempt: the next one is due after an exponential backoff (never before the
  * server's server_at); returns the new r->at. */

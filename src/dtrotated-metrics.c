@@ -6,6 +6,7 @@
  * step, and each sync would cost more than the whole step's metrics are worth. */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <search.h>
 #include <sys/stat.h>
 
 #include "dtrotated-log.h"
@@ -31,7 +32,8 @@ typedef struct RequestCounter {
 } RequestCounter;
 
 struct Metrics {
-        JobCounters *jobs, *jobs_last;
+        JobCounters *jobs, *jobs_last;       /* in order of first use */
+        void *jobs_by_key;                   /* tsearch() tree of the same, by job and env */
         RequestCounter *requests;
         size_t n_requests;
 
@@ -50,9 +52,13 @@ int metrics_new(Metrics **ret) {
         return 0;
 }
 
+static void keep_node(void *p) {
+}
+
 Metrics *metrics_free(Metrics *x) {
         if (!x)
                 return NULL;
+        tdestroy(x->jobs_by_key, keep_node); /* the list owns them */
         while (x->jobs) {
                 JobCounters *c = x->jobs;
                 x->jobs = c->next;
@@ -66,18 +72,27 @@ Metrics *metrics_free(Metrics *x) {
         return NULL;
 }
 
-static JobCounters *metrics_job(Metrics *x, const char *job, const char *env) {
-        JobCounters *c;
+static int job_counters_cmp(const void *a, const void *b) {
+        const JobCounters *x = a, *y = b;
+        int r = strcmp(x->job, y->job);
 
-        job = job ?: "";
-        env = env ?: "";
-        for (c = x->jobs; c; c = c->next)
-                if (streq(c->job, job) && streq(c->env, env))
-                        return c;
+        return r != 0 ? r : strcmp(x->env, y->env);
+}
+
+/* Looked up for each rotation, revoke and delete record: a tree, not a walk. */
+static JobCounters *metrics_job(Metrics *x, const char *job, const char *env) {
+        JobCounters key = { .job = (char *) (job ?: ""), .env = (char *) (env ?: "") }, *c;
+        JobCounters *const *p = tfind(&key, &x->jobs_by_key, job_counters_cmp);
+
+        if (p)
+                return *p;
         c = calloc(1, sizeof(*c));
-        if (!c || !(c->job = strdup(job)) || !(c->env = strdup(env))) {
-                if (c)
+        if (!c || !(c->job = strdup(key.job)) || !(c->env = strdup(key.env)) ||
+            !tsearch(c, &x->jobs_by_key, job_counters_cmp)) {
+                if (c) {
                         free(c->job);
+                        free(c->env);
+                }
                 free(c);
                 return NULL;
         }

@@ -45,6 +45,9 @@ typedef struct JobRestore {
 } JobRestore;
 
 const Job *manager_token_restoring(Manager *m, const char *env, const char *id) {
+        /* Asked before each revoke and delete: restore_id is among the ids counted. */
+        if (!manager_id_held(m, id))
+                return NULL;
         for (Job *j = m->jobs; j; j = j->next)
                 if (j->phase == PHASE_RESTORE && j->env && streq(j->env->name, env) &&
                     streq_ptr(j->restore_id, id))

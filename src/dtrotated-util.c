@@ -2,6 +2,7 @@
 #include <ctype.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <search.h>
 #include <stdarg.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -490,4 +491,65 @@ char *strdup_printf(const char *fmt, ...) {
                 s = NULL;
         va_end(ap);
         return s;
+}
+
+typedef struct StrCount {
+        unsigned n;
+        const char *key;             /* s, or the string looked up */
+        char s[];
+} StrCount;
+
+static int strcount_cmp(const void *a, const void *b) {
+        return strcmp(((const StrCount *) a)->key, ((const StrCount *) b)->key);
+}
+
+static StrCount *strcount_find(void *const *root, const char *s) {
+        StrCount key = { .key = s }, *const *p = tfind(&key, root, strcount_cmp);
+
+        return p ? *p : NULL;
+}
+
+int strcount_ref(void **root, const char *s) {
+        StrCount *u;
+        size_t len;
+
+        if (!s)
+                return 0;
+        u = strcount_find(root, s);
+        if (u) {
+                u->n++;
+                return 0;
+        }
+        len = strlen(s);
+        u = malloc(sizeof(StrCount) + len + 1);
+        if (!u)
+                return -ENOMEM;
+        u->n = 1;
+        memcpy(u->s, s, len + 1);
+        u->key = u->s;
+        if (!tsearch(u, root, strcount_cmp)) {
+                free(u);
+                return -ENOMEM;
+        }
+        return 0;
+}
+
+void strcount_unref(void **root, const char *s) {
+        StrCount *u = s ? strcount_find(root, s) : NULL;
+
+        if (!u || --u->n > 0)
+                return;
+        (void) tdelete(u, root, strcount_cmp);
+        free(u);
+}
+
+unsigned strcount_get(void *const *root, const char *s) {
+        StrCount *u = s ? strcount_find(root, s) : NULL;
+
+        return u ? u->n : 0;
+}
+
+void strcount_free(void **root) {
+        tdestroy(*root, free);
+        *root = NULL;
 }

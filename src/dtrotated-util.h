@@ -89,3 +89,10 @@ uint64_t random_u64(void);
 
 /* asprintf that returns NULL on failure. */
 char *strdup_printf(const char *fmt, ...) _printf_(1, 2);
+
+/* A counted set of strings (a tsearch() tree): how many holders each string has, in
+ * O(log n). root starts NULL. */
+int strcount_ref(void **root, const char *s);            /* -ENOMEM */
+void strcount_unref(void **root, const char *s);         /* one holder fewer */
+unsigned strcount_get(void *const *root, const char *s); /* 0 if absent */
+void strcount_free(void **root);
