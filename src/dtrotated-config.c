@@ -1677,6 +1677,9 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
                         ctx_done(&ctx);
                         return r;
                 }
+                /* libconfig parsed a copy and keeps its own strings: this is the
+                 * startup's peak of memory, so do not hold the file a second time. */
+                free(TAKE_PTR(text));
 
                 r = parse_config(&ctx, &cfg, c);
                 if (r >= 0 && ctx.oom)

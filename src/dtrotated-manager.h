@@ -28,7 +28,7 @@ typedef struct Retry {
         usec_t at;                   /* when it is retried (USEC_INFINITY: next --once run) */
         sd_event_source *timer;
         /* A deadline already due runs from a defer source instead of the timer: no
-         * timerfd re-arm and no wake-up for it. */
+         * timerfd re-arm and no wake-up for it. It exists only while it is pending. */
         sd_event_source *now;
         sd_event_time_handler_t now_cb;
         void *now_userdata;
