@@ -1660,7 +1660,18 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
                 config_init(&cfg);
                 config_set_options(&cfg, 0);    /* in particular: no CONFIG_OPTION_AUTOCONVERT */
 
-                if (config_read_string(&cfg, text) != CONFIG_TRUE) {
+                /* From a stream over the text, not config_read_string(): that makes the
+                 * scanner copy the whole text, at the startup's peak of memory. */
+                _cleanup_fclose_ FILE *stream = text_size > 0 ? fmemopen(text, text_size, "r") : NULL;
+
+                if (text_size > 0 && !stream) {
+                        r = -errno;
+                        report_line(&ctx, LOG_ERR, path, 0, "cannot read: %s", strerror(-r));
+                        ctx_flush(&ctx, report, userdata);
+                        ctx_done(&ctx);
+                        return r;
+                }
+                if ((stream ? config_read(&cfg, stream) : config_read_string(&cfg, "")) != CONFIG_TRUE) {
                         const char *file = config_error_file(&cfg) ?: path;
                         int line = config_error_line(&cfg);
 
@@ -1677,8 +1688,10 @@ int config_load(const char *path, Config **ret, config_report_t report, void *us
                         ctx_done(&ctx);
                         return r;
                 }
-                /* libconfig parsed a copy and keeps its own strings: this is the
-                 * startup's peak of memory, so do not hold the file a second time. */
+                /* libconfig keeps its own strings: the text is not needed any more,
+                 * and building the jobs is the startup's peak of memory. */
+                if (stream)
+                        (void) fclose(TAKE_PTR(stream));
                 free(TAKE_PTR(text));
 
                 r = parse_config(&ctx, &cfg, c);

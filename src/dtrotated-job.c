@@ -1010,8 +1010,7 @@ void job_go_idle(Job *j) {
         if (j->config && j->cur_id && j->held && !j->force) {
                 log_job(LOG_DEBUG, j->name, NULL, NULL, j->cur_id, 0,
                         "held after a restore: no rotation until dtrotatectl rotate %s", j->name);
-                if (j->retry.timer)
-                        (void) sd_event_source_set_enabled(j->retry.timer, SD_EVENT_OFF);
+                retry_cancel(&j->retry);
         } else if (j->config && j->cur_id) {
                 /* An operator's rotate that did not get to rotate yet (the file held
                  * another token, say): now. It also ends a hold. */
@@ -1250,7 +1249,7 @@ void job_get_status(Job *j, JobStatus *ret) {
         if (j->call || j->hook || j->waiting_self) {
                 ret->next_action = job_state_to_string(j->state);
                 ret->next_at = now; /* under way */
-        } else if (retry_armed(&j->retry) && sd_event_source_get_time(j->retry.timer, &t) >= 0) {
+        } else if (retry_next(&j->retry, &t)) {
                 ret->next_action = j->state == JOB_IDLE ? "rotate" : job_state_to_string(j->state);
                 ret->next_at = t;
         } else if (j->retry.failed) {

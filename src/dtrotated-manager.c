@@ -79,9 +79,19 @@ void retry_succeeded(Retry *r) {
         r->error = (free(r->error), NULL);
 }
 
-void retry_done(Retry *r) {
-        r->timer = sd_event_source_disable_unref(r->timer);
+static int manager_arm_deadlines(Manager *m);
+
+void retry_cancel(Retry *r) {
         r->now = sd_event_source_disable_unref(r->now);
+        if (!deadline_queued(&r->deadline))
+                return;
+        deadline_heap_remove(&r->manager->deadlines, &r->deadline);
+        if (!r->manager->stopping)
+                (void) manager_arm_deadlines(r->manager);
+}
+
+void retry_done(Retry *r) {
+        retry_cancel(r);
         retry_succeeded(r);
 }
 
@@ -94,7 +104,50 @@ bool event_source_is_armed(sd_event_source *s) {
 }
 
 bool retry_armed(const Retry *r) {
-        return event_source_is_armed(r->timer) || event_source_is_armed(r->now);
+        return deadline_queued(&r->deadline) || event_source_is_armed(r->now);
+}
+
+bool retry_next(const Retry *r, usec_t *ret) {
+        if (!retry_armed(r))
+                return false;
+        *ret = r->deadline.at;
+        return true;
+}
+
+/* Everything due runs; a handler may queue, move or drop any deadline. */
+static int on_deadline_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        usec_t now = now_realtime();
+        Deadline *d;
+
+        while ((d = deadline_heap_peek(&m->deadlines)) && d->at <= now) {
+                Retry *r = container_of(d, Retry, deadline);
+                deadline_heap_remove(&m->deadlines, d);
+                r->cb(NULL, now, r->userdata);
+        }
+        (void) manager_arm_deadlines(m);
+        return 0;
+}
+
+/* One CLOCK_REALTIME timer at the earliest deadline: deadlines are wall-clock times so
+ * that suspend, reboot or a long downtime never shortens a grace period. */
+static int manager_arm_deadlines(Manager *m) {
+        Deadline *d = deadline_heap_peek(&m->deadlines);
+        int k;
+
+        if (!d)
+                return m->deadline_timer ? sd_event_source_set_enabled(m->deadline_timer, SD_EVENT_OFF) : 0;
+        if (!m->deadline_timer) {
+                k = sd_event_add_time(m->event, &m->deadline_timer, CLOCK_REALTIME, d->at, USEC_PER_MSEC,
+                                      on_deadline_timer, m);
+                if (k >= 0)
+                        (void) sd_event_source_set_description(m->deadline_timer, "deadlines");
+                return k;
+        }
+        k = sd_event_source_set_time(m->deadline_timer, d->at);
+        if (k >= 0)
+                k = sd_event_source_set_enabled(m->deadline_timer, SD_EVENT_ONESHOT);
+        return k;
 }
 
 static int on_retry_now(sd_event_source *s, void *userdata) {
@@ -103,51 +156,32 @@ static int on_retry_now(sd_event_source *s, void *userdata) {
         /* Freed, not kept disabled: an emergency makes every job and retirement due at
          * once, and 20,000 idle sources would hold ~6 MiB. The callback may arm a new one. */
         r->now = sd_event_source_disable_unref(r->now);
-        return r->now_cb(NULL, now_realtime(), r->now_userdata);
+        return r->cb(NULL, now_realtime(), r->userdata);
 }
 
-/* Due already: a defer source runs it in the next iteration. Returns < 0 if it could
- * not be set up (the caller falls back to the timer). */
-static int retry_schedule_now(Manager *m, Retry *r, usec_t when, sd_event_time_handler_t cb, void *userdata) {
-        int k;
-
-        r->now_cb = cb;
-        r->now_userdata = userdata;
-        k = sd_event_add_defer(m->event, &r->now, on_retry_now, r);
-        if (k >= 0)
-                (void) sd_event_source_set_description(r->now, "deadline-now");
-        if (k < 0)
-                return k;
-        if (r->timer) {
-                /* Its time stays what the status reports as the deadline. */
-                (void) sd_event_source_set_enabled(r->timer, SD_EVENT_OFF);
-                (void) sd_event_source_set_time(r->timer, when);
-        }
-        return 0;
-}
-
-/* A one-shot CLOCK_REALTIME timer: deadlines are wall-clock times so that suspend, reboot
- * or a long downtime never shortens a grace period. */
+/* Runs cb(userdata) at `when`: from a defer source in the next iteration if that is due
+ * already, else from the heap. Returns false if it is not armed: --once and `when` is
+ * beyond this run, or no memory. */
 bool retry_schedule(Manager *m, Retry *r, usec_t when, bool retry, sd_event_time_handler_t cb, void *userdata) {
         int k;
 
-        r->now = sd_event_source_disable_unref(r->now);
-        if (!manager_may_run_at(m, when, retry)) {
-                if (r->timer)
-                        (void) sd_event_source_set_enabled(r->timer, SD_EVENT_OFF);
+        retry_cancel(r);
+        r->manager = m;
+        r->cb = cb;
+        r->userdata = userdata;
+        r->deadline.at = when;       /* what the status reports, also when it is due now */
+        if (!manager_may_run_at(m, when, retry))
                 return false;
+        if (when <= now_realtime()) {
+                k = sd_event_add_defer(m->event, &r->now, on_retry_now, r);
+                if (k >= 0) {
+                        (void) sd_event_source_set_description(r->now, "deadline-now");
+                        return true;
+                }
         }
-        if (when <= now_realtime() && retry_schedule_now(m, r, when, cb, userdata) >= 0)
-                return true;
-        if (r->timer) {
-                k = sd_event_source_set_time(r->timer, when);
-                if (k >= 0)
-                        k = sd_event_source_set_enabled(r->timer, SD_EVENT_ONESHOT);
-        } else {
-                k = sd_event_add_time(m->event, &r->timer, CLOCK_REALTIME, when, USEC_PER_MSEC, cb, userdata);
-                if (k >= 0)
-                        (void) sd_event_source_set_description(r->timer, "deadline");
-        }
+        k = deadline_heap_put(&m->deadlines, &r->deadline, when);
+        if (k >= 0)
+                k = manager_arm_deadlines(m);
         if (k < 0)
                 log_error_errno(k, "Cannot arm a timer: %m");
         return k >= 0;
@@ -303,9 +337,9 @@ static char *manager_status(Manager *m) {
                         rotating++;
                 if (j->held)
                         held++;
-                if (j->state == JOB_IDLE && !j->held && j->retry.timer) {
-                        uint64_t t;
-                        if (sd_event_source_get_time(j->retry.timer, &t) >= 0 && t < next_rotation)
+                if (j->state == JOB_IDLE && !j->held) {
+                        usec_t t;
+                        if (retry_next(&j->retry, &t) && t < next_rotation)
                                 next_rotation = t;
                 }
         }
@@ -769,6 +803,8 @@ Manager *manager_free(Manager *m) {
         journal_close(m->journal);
         sd_event_source_disable_unref(m->status_timer);
         sd_event_source_disable_unref(m->sync_timer);
+        sd_event_source_disable_unref(m->deadline_timer);
+        deadline_heap_free(&m->deadlines);
         sd_event_source_disable_unref(m->flush);
         sd_event_source_disable_unref(m->once_limit);
         m->metrics = metrics_free(m->metrics);

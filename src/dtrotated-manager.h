@@ -6,6 +6,7 @@
 #include "dtrotated-api.h"
 #include "dtrotated-config.h"
 #include "dtrotated-curl.h"
+#include "dtrotated-deadline.h"
 #include "dtrotated-env.h"
 #include "dtrotated-journal.h"
 #include "macro.h"
@@ -20,18 +21,20 @@ typedef struct Control Control;
 typedef struct JobRequest JobRequest;
 
 /* What every piece of retried work (a job, a retirement, a scan) keeps: its deadline
- * timer and its failures. */
+ * and its failures. */
 typedef struct Retry {
         bool failed;                 /* the last attempt failed; the timer is the retry */
         unsigned attempt;
         char *error;                 /* why, for logs and the status */
         usec_t at;                   /* when it is retried (USEC_INFINITY: next --once run) */
-        sd_event_source *timer;
-        /* A deadline already due runs from a defer source instead of the timer: no
-         * timerfd re-arm and no wake-up for it. It exists only while it is pending. */
+        /* In the manager's heap of deadlines, which arms one timer at the earliest. */
+        Deadline deadline;
+        Manager *manager;            /* whose heap; set by retry_schedule() */
+        /* A deadline already due runs from a defer source instead: no timerfd re-arm
+         * and no wake-up for it. It exists only while it is pending. */
         sd_event_source *now;
-        sd_event_time_handler_t now_cb;
-        void *now_userdata;
+        sd_event_time_handler_t cb;
+        void *userdata;
 } Retry;
 
 /* Exit statuses (sysexits.h where one fits). */
@@ -234,6 +237,8 @@ struct Manager {
 
         sd_event_source *status_timer;
         sd_event_source *sync_timer; /* syncs lazy records within SYNC_DELAY */
+        DeadlineHeap deadlines;      /* of every Retry scheduled in the future */
+        sd_event_source *deadline_timer; /* armed at the earliest of them */
         sd_event_source *flush;      /* group commit: one sync, then the calls that waited */
         bool status_dirty;
         char *last_status;
@@ -299,6 +304,10 @@ void retry_succeeded(Retry *r);
  * rather than a scheduled step. */
 bool retry_schedule(Manager *m, Retry *r, usec_t when, bool retry, sd_event_time_handler_t cb, void *userdata);
 bool retry_armed(const Retry *r);
+/* When it runs, if it is armed (retry_armed()). */
+bool retry_next(const Retry *r, usec_t *ret);
+/* Not armed any more; the failures stay. */
+void retry_cancel(Retry *r);
 void retry_done(Retry *r);
 
 /* Jobs (dtrotated-job.c) */

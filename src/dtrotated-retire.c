@@ -394,7 +394,7 @@ void retirement_get_status(Retirement *r, StepStatus *ret) {
         };
         if (r->call)
                 ret->at = now_realtime(); /* under way */
-        else if (retry_armed(&r->retry) && sd_event_source_get_time(r->retry.timer, &t) >= 0)
+        else if (retry_next(&r->retry, &t))
                 ret->at = t;
         else if (r->retry.failed)
                 ret->at = r->retry.at;

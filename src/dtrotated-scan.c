@@ -379,7 +379,7 @@ void scan_get_status(Scan *s, StepStatus *ret) {
         };
         if (s->call || s->waiting_self)
                 ret->at = now_realtime(); /* under way */
-        else if (retry_armed(&s->retry) && sd_event_source_get_time(s->retry.timer, &t) >= 0)
+        else if (retry_next(&s->retry, &t))
                 ret->at = t;
         else if (s->retry.failed)
                 ret->at = s->retry.at;

@@ -26,6 +26,8 @@ typedef uint64_t usec_t;
 #define USEC_PER_YEAR (365ULL * USEC_PER_DAY)
 
 #define ELEMENTSOF(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct that holds member `m` at ptr. */
+#define container_of(ptr, type, m) ((type *) ((char *) (ptr) - offsetof(type, m)))
 #define _cleanup_(f) __attribute__((cleanup(f)))
 #define _unused_ __attribute__((unused))
 #define _printf_(a, b) __attribute__((format(printf, a, b)))

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 
+#include "dtrotated-deadline.h"
 #include "dtrotated-util.h"
 
 #define TOKEN "dt0c01.ST2EY72KQINMH574WMNVI7YN.G3DFPBEJYMODIDAEX454M7YWBUVEFOWKPRVMWFASS64NFH52PX6BNDVFFM572RZM"
@@ -273,6 +274,55 @@ static void test_read_token_file(void **state) {
         rmdir(dir);
 }
 
+/* The heap against a brute-force minimum, through random puts, moves and removes. */
+static void test_deadline_heap(void **state) {
+        enum { N = 300 };
+        static Deadline d[N];
+        DeadlineHeap h = {};
+        unsigned seed = 1;
+
+        assert_null(deadline_heap_peek(&h));
+        for (unsigned step = 0; step < 20000; step++) {
+                Deadline *min = NULL, *top;
+                size_t queued = 0, i;
+
+                seed = seed * 1103515245 + 12345;
+                i = (seed >> 8) % N;
+                if ((seed >> 20) % 4 == 0)
+                        deadline_heap_remove(&h, &d[i]);
+                else
+                        assert_int_equal(deadline_heap_put(&h, &d[i], (seed >> 4) % 1000), 0);
+
+                for (size_t k = 0; k < N; k++)
+                        if (deadline_queued(&d[k])) {
+                                queued++;
+                                assert_ptr_equal(h.items[d[k].index - 1], &d[k]);
+                                if (!min || d[k].at < min->at)
+                                        min = &d[k];
+                        }
+                assert_int_equal(queued, h.n);
+                top = deadline_heap_peek(&h);
+                if (!min)
+                        assert_null(top);
+                else
+                        assert_true(top && top->at == min->at);
+                for (size_t k = 1; k < h.n; k++)
+                        assert_true(h.items[(k - 1) / 2]->at <= h.items[k]->at);
+        }
+        /* Draining gives the deadlines in order. */
+        for (usec_t last = 0; deadline_heap_peek(&h); ) {
+                Deadline *top = deadline_heap_peek(&h);
+                assert_true(top->at >= last);
+                last = top->at;
+                deadline_heap_remove(&h, top);
+                assert_false(deadline_queued(top));
+        }
+        assert_int_equal(deadline_heap_put(&h, &d[0], 5), 0);
+        deadline_heap_free(&h);
+        assert_false(deadline_queued(&d[0]));
+        assert_null(deadline_heap_peek(&h));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_duration),
@@ -280,6 +330,7 @@ int main(void) {
                 cmocka_unit_test(test_iso8601),
                 cmocka_unit_test(test_token),
                 cmocka_unit_test(test_read_token_file),
+                cmocka_unit_test(test_deadline_heap),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
