@@ -611,7 +611,7 @@ void job_self_known(Job *j) {
  * leftovers of an interrupted create are found again. */
 static const Job *job_name_clash(Job *j, const char *token_name) {
         /* Counted (job_set_token_name()): only a name that two jobs hold needs the walk. */
-        if (strcount_get(&j->manager->token_names, token_name) < 2)
+        if (!token_name || strcount_get(&j->manager->token_names, token_name) < 2)
                 return NULL;
         for (Job *o = j->manager->jobs; o; o = o->next)
                 if (o != j && o->env == j->env && o->config && o->token_name &&
