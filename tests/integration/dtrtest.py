@@ -54,6 +54,10 @@ class Fake:
     def faults(self, *faults):
         return self.call("POST", "/_fake/faults", {"faults": list(faults)})
 
+    def clear_faults(self):
+        """Drops the queued one-shot faults that no request has met yet."""
+        return self.call("DELETE", "/_fake/faults")
+
     def random_faults(self, rate, seed, kinds=None):
         body = {"rate": rate, "seed": seed}
         if kinds:
