@@ -954,7 +954,7 @@ int control_new(Manager *m, const char *path, gid_t gid, Control **ret) {
                 goto fail_quiet;
         }
         if (gid != (gid_t) -1 && chown(path, (uid_t) -1, gid) < 0)
-                log_warning_errno(-errno, "control: cannot give %s to control_group (gid %u): %m; only root can connect (see CONTROL INTERFACE in dtrotated(8))",
+                log_warning_errno(-errno, "control: cannot give %s to control_group (gid %u): %m; only root and the daemon's user can connect (see CONTROL INTERFACE in dtrotated(8))",
                                   path, (unsigned) gid);
         if (listen(ctl->fd, 16) < 0) {
                 r = log_error_errno(-errno, "control: cannot listen on %s: %m", path);
