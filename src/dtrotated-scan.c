@@ -170,11 +170,15 @@ void scan_self_known(Scan *s) {
         scan_step(s);
 }
 
+/* The job's create is over: a scan that stood aside for it (scan_step(), scan_job_busy())
+ * is neither under way nor armed, and nothing else would wake it. Arm it again: now, or
+ * at the end of its window if a create widened that meanwhile, or at a retry's time. */
 void scan_job_settled(Manager *m, const char *env, const char *job) {
         Scan *s = manager_find_scan(m, env, job);
 
-        if (s && !s->call && !s->retry.failed && now_realtime() >= s->until + SCAN_SETTLE)
-                scan_step(s);
+        if (!s || s->call || s->waiting_self || retry_armed(&s->retry))
+                return;
+        scan_start(s);
 }
 
 /* Known: the current, delivered or just created token of a job, a token being retired,
