@@ -355,7 +355,10 @@ bool job_is_restoring(const Job *j) {
 }
 
 bool job_is_creating(const Job *j) {
-        return (j->call && j->call->op == API_CREATE) || (j->new_secret && !j->new_id);
+        return (j->call && j->call->op == API_CREATE) || (j->new_secret && !j->new_id) ||
+               /* An intent being resumed: the file may hold the token of a create whose
+                * DELIVERED record (lazy) a crash lost; it is known once it is looked up. */
+               (j->phase == PHASE_INTENT && (j->state == JOB_INIT || j->state == JOB_LOOKUP_OLD));
 }
 
 static void job_changed(Job *j) {
@@ -683,6 +686,8 @@ static void on_lookup_old(ApiResult *res, void *userdata) {
                 j->old_secret = erase_and_free(j->old_secret);
                 return job_fail_result(j, res);
         }
+        /* The file's token is known from here on (job_is_creating()). */
+        scan_job_settled(j->manager, j->env->name, j->name);
         if (j->old_secret && set_str(&j->old_secret_id, info->id) < 0)
                 j->old_secret = erase_and_free(j->old_secret);
         if (j->phase == PHASE_INTENT && j->cur_id && !streq(info->id, j->cur_id))

@@ -316,7 +316,8 @@ Job *job_free(Job *j);
 Job *manager_find_job(Manager *m, const char *name);
 int job_apply_record(Manager *m, const JournalRecord *r);
 void job_self_known(Job *j);               /* the environment's owner is known now */
-bool job_is_creating(const Job *j);        /* a created token may not be known by id yet */
+bool job_is_creating(const Job *j);        /* a created token may not be known by id yet,
+                                            * or a resumed intent's file not looked up yet */
 void job_start(Job *j);                    /* after replay: schedule */
 void job_set_config(Job *j, const JobConfig *c);
 bool job_is_active(Job *j);                /* --once: work pending in this run */

@@ -346,8 +346,9 @@ static void scan_step(Scan *s) {
                 snprintf(buf, sizeof(buf), "environment %s is not configured", s->env_name);
                 return scan_fail(s, true, buf, 0);
         }
-        /* A token the job has created but not yet looked up (v1 creates answer no id) would
-         * look like a leftover: wait until the job knows it (scan_job_settled()). */
+        /* A token the job has created but not yet looked up (v1 creates answer no id), or
+         * one a crash left in the file of a resumed intent, would look like a leftover:
+         * wait until the job knows it (scan_job_settled()). */
         j = manager_find_job(m, s->job);
         if (j && j->env == s->env && job_is_creating(j))
                 return;
